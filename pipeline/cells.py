@@ -1,0 +1,154 @@
+"""A cell in flight and a cell delivered: CellState drives one sampler, CellResult is its outcome."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from pipeline.denoiser import Row
+from samplers.protocol import step_of
+
+
+@dataclass
+class CellResult:
+    """What a finished (or failed, or stopped) cell delivers.
+
+    image: the decoded image (None if the cell failed); latents: the final
+    latent on the CPU; model_calls: denoiser calls the sampler made; seconds:
+    the cell's share of the batched model time plus its own decode share;
+    previews: {step: small RGB uint8 tensor (h, w, 3)} of the denoised
+    estimate; error: why the cell has no image; cached: served from the cache.
+    """
+
+    spec: Any
+    image: Image.Image | None
+    latents: Tensor | None
+    model_calls: int
+    seconds: float
+    previews: dict[int, Tensor] = field(default_factory=dict)
+    error: str | None = None
+    cached: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.image is not None
+
+
+@dataclass
+class Conditioning:
+    """The prompt conditioning one cell's rows carry (shared between cells with the same prompts)."""
+
+    cond: Tensor
+    uncond: Tensor
+    pooled: Tensor | None = None
+    uncond_pooled: Tensor | None = None
+    time_ids: Tensor | None = None
+
+
+class CellState:
+    """One cell's sampler generator, its pending request and its bookkeeping."""
+
+    def __init__(self, index: int, spec: Any, gen, sigmas: Tensor, cond: Conditioning) -> None:
+        self.index = index
+        self.spec = spec
+        self.gen = gen
+        self.sigmas = sigmas
+        self.cond = cond
+        self.calls = 0
+        self.seconds = 0.0
+        self.previews: dict[int, Tensor] = {}
+        self.final: Tensor | None = None
+        self.image: Image.Image | None = None
+        self.error: str | None = None
+        self._row: Row | None = None
+        self._started = time.perf_counter()
+        self.request: tuple | None = None
+        self._advance(lambda: next(gen))
+
+    @property
+    def alive(self) -> bool:
+        return self.request is not None and self.error is None
+
+    @property
+    def request_x(self) -> Tensor:
+        return self.request[0]
+
+    def row(self) -> Row:
+        """This tick's request as a model row (built once per request)."""
+        if self._row is None:
+            x, sigma = self.request[0], float(self.request[1])
+            timestep = float(self.request[2]) if len(self.request) > 2 else None
+            c = self.cond
+            self._row = Row(x=x, sigma=sigma, timestep=timestep, cond=c.cond, uncond=c.uncond,
+                            cfg=float(self.spec.cfg), pooled=c.pooled, uncond_pooled=c.uncond_pooled,
+                            time_ids=c.time_ids)
+        return self._row
+
+    def receive(self, denoised: Tensor, seconds: float, preview_every: int, decoder) -> None:
+        """Hand the denoised estimate to the sampler; record a preview; catch NaN/inf."""
+        self.calls += 1
+        self.seconds += seconds
+        sigma = self.row().sigma
+        if not torch.isfinite(denoised).all():
+            self.stop(f"the model returned NaN or inf at step {step_of(sigma, self.sigmas)} of "
+                      f"{len(self.sigmas) - 1} (sigma={sigma:.4g})")
+            return
+        if preview_every:
+            self._maybe_preview(sigma, denoised, preview_every, decoder)
+        self._advance(lambda: self.gen.send(denoised))
+
+    def _maybe_preview(self, sigma: float, denoised: Tensor, every: int, decoder) -> None:
+        hits = (self.sigmas - sigma).abs() <= 1e-6 * max(sigma, 1e-3)
+        if hits.any():
+            step = int(hits.nonzero()[0])
+            if step % every == 0 or step == len(self.sigmas) - 2:
+                self.previews[step] = decoder.preview(denoised)
+
+    def _advance(self, step) -> None:
+        self._row = None
+        try:
+            self.request = step()
+        except StopIteration as stop:
+            self.request = None
+            self.final = stop.value
+            if not torch.isfinite(self.final).all():
+                self.stop("the sampler's result is NaN or inf")
+        except (ValueError, FloatingPointError, RuntimeError) as err:
+            self.stop(f"the sampler failed: {err}")
+
+    def stop(self, reason: str) -> None:
+        self.error = self.error or reason
+        self.request = None
+        self.gen.close()
+
+    def result(self) -> CellResult:
+        latents = None if self.final is None else self.final.detach().float().cpu()
+        return CellResult(spec=self.spec, image=self.image, latents=latents, model_calls=self.calls,
+                          seconds=self.seconds, previews=self.previews, error=self.error)
+
+
+@dataclass
+class Progress:
+    """Where a grid run stands: cells and model calls done of total, and an estimate of time left."""
+
+    cells_total: int
+    calls_total: int
+    cells_done: int = 0
+    calls_done: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    @property
+    def eta_seconds(self) -> float | None:
+        if self.calls_done == 0:
+            return None
+        rate = self.elapsed / self.calls_done
+        return max(0.0, (self.calls_total - self.calls_done) * rate)

@@ -1,0 +1,103 @@
+"""Latents to pictures: the batched VAE decode of finished cells and cheap previews.
+
+Previews use a linear latent-to-RGB map fitted once per model by least squares
+on a few synthetic colour images encoded with the model's own VAE, so any
+SD-family VAE gets a preview map without a table of magic numbers.
+"""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+DECODE_BATCH = 8
+
+
+def _vae_scaling(vae) -> tuple[float, Tensor | None, Tensor | None]:
+    cfg = vae.config
+    mean = getattr(cfg, "latents_mean", None)
+    std = getattr(cfg, "latents_std", None)
+    as_t = (lambda v: torch.tensor(v).view(1, -1, 1, 1)) if mean is not None and std is not None else None
+    return cfg.scaling_factor, (as_t(mean) if as_t else None), (as_t(std) if as_t else None)
+
+
+def unscale_latents(vae, latents: Tensor) -> Tensor:
+    """Sampler-space latents to what the VAE decoder takes (as diffusers pipelines do)."""
+    scale, mean, std = _vae_scaling(vae)
+    if mean is not None:
+        return latents * std.to(latents) / scale + mean.to(latents)
+    return latents / scale
+
+
+def _synthetic_images(size: int = 64) -> Tensor:
+    """Solid colours and gradients in [-1, 1]: enough spread to fit a linear colour map."""
+    ramp = torch.linspace(-1, 1, size)
+    imgs = [torch.full((3, size, size), v) for v in (-1.0, 1.0)]
+    for c in range(3):
+        for sign in (-1.0, 1.0):
+            img = torch.full((3, size, size), -0.2 * sign)
+            img[c] = sign * 0.9
+            imgs.append(img)
+    imgs.append(torch.stack([ramp.view(1, -1).expand(size, size), ramp.view(-1, 1).expand(size, size),
+                             -ramp.view(1, -1).expand(size, size)]))
+    imgs.append(torch.stack([ramp.view(-1, 1).expand(size, size), -ramp.view(1, -1).expand(size, size),
+                             ramp.view(-1, 1).expand(size, size) * 0.5]))
+    return torch.stack(imgs)
+
+
+class Decoder:
+    """Decodes finished cells in batches and makes previews of denoised estimates."""
+
+    def __init__(self, pipe, batch: int = DECODE_BATCH) -> None:
+        self.pipe = pipe
+        self.vae = pipe.vae
+        self.batch = batch
+        self._preview_map: tuple[Tensor, Tensor] | None = None
+
+    @torch.no_grad()
+    def decode(self, latents: list[Tensor]) -> list[Image.Image]:
+        """Images for final latents, decoded DECODE_BATCH at a time (shapes may differ)."""
+        out: list[Image.Image] = []
+        i = 0
+        while i < len(latents):
+            j = i + 1
+            while j < len(latents) and j - i < self.batch and latents[j].shape == latents[i].shape:
+                j += 1
+            out.extend(self._decode_same_shape(torch.cat(latents[i:j])))
+            i = j
+        return out
+
+    def _decode_same_shape(self, z: Tensor) -> list[Image.Image]:
+        vae = self.vae
+        dev = next(vae.parameters()).device
+        dtype = next(vae.parameters()).dtype
+        z = unscale_latents(vae, z.to(dev, torch.float32)).to(dtype)
+        image = vae.decode(z, return_dict=False)[0]
+        return self.pipe.image_processor.postprocess(image.float(), output_type="pil")
+
+    @torch.no_grad()
+    def preview(self, denoised: Tensor) -> Tensor:
+        """A (h, w, 3) uint8 RGB preview of a (1, C, h, w) latent, at latent resolution."""
+        weight, bias = self._fit()
+        z = denoised[0].float().cpu()
+        rgb = torch.einsum("chw,cd->hwd", z, weight) + bias
+        return ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+    def _fit(self) -> tuple[Tensor, Tensor]:
+        if self._preview_map is None:
+            vae = self.vae
+            dev = next(vae.parameters()).device
+            dtype = next(vae.parameters()).dtype
+            imgs = _synthetic_images()
+            posterior = vae.encode(imgs.to(dev, dtype)).latent_dist
+            scale, mean, std = _vae_scaling(vae)
+            z = posterior.mean.float().cpu()
+            z = (z - mean) * scale / std if mean is not None else z * scale
+            small = torch.nn.functional.interpolate(imgs, size=z.shape[-2:], mode="area")
+            a = torch.cat([z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]),
+                           torch.ones(z.numel() // z.shape[1], 1)], dim=1)
+            b = small.permute(0, 2, 3, 1).reshape(-1, 3)
+            sol = torch.linalg.lstsq(a.double(), b.double()).solution.float()
+            self._preview_map = (sol[:-1], sol[-1])
+        return self._preview_map

@@ -1,0 +1,147 @@
+"""Render a list of cells: cache look-up, per-model set-up, the batched tick loop.
+
+This is the engine's front door for the CLI, the app and the benchmark:
+`render(cells, options)` returns one CellResult per cell, in order, and
+streams each through `options.on_cell` as soon as it is ready.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+import samplers
+from pipeline import prompts
+from pipeline.cache import CellCache
+from pipeline.cells import CellResult, CellState, Conditioning, Progress
+from pipeline.decode import Decoder
+from pipeline.denoiser import ModelDenoiser
+from pipeline.engine import RunOptions, TickLoop, latent_noise
+from pipeline.models import LoadedModel, load_model
+from samplers import diffusers_adapter
+from samplers.noise import CellNoise, sigma_range
+
+
+class CellSetupError(ValueError):
+    """A cell that cannot start (bad size, sampler option, schedule for this sampler)."""
+
+
+def cell_sigmas(spec: Any, model: LoadedModel) -> tuple[Tensor, dict[str, Any]]:
+    """The sigmas a cell runs and the options its sampler gets."""
+    info = samplers.info(spec.sampler)
+    options = dict(spec.sampler_options)
+    if info.family == "diffusers":
+        options = {**diffusers_adapter.schedule_overrides(spec.schedule), **options,
+                   "scheduler_config": dict(model.scheduler_config)}
+        sig = samplers.sigmas("Automatic", spec.steps, model.train_sigmas, sampler=spec.sampler,
+                              sampler_options=options)
+    else:
+        sig = samplers.sigmas(spec.schedule, spec.steps, model.train_sigmas, sampler=spec.sampler)
+    return sig.double(), options
+
+
+def latent_shape(spec: Any, model: LoadedModel) -> tuple[int, int, int, int]:
+    f = model.vae_scale_factor
+    if spec.width % f or spec.height % f or spec.width <= 0 or spec.height <= 0:
+        raise CellSetupError(
+            f"size {spec.width}x{spec.height} is not a multiple of {f} for this model — "
+            f"try {max(f, spec.width // f * f)}x{max(f, spec.height // f * f)}")
+    return (1, model.latent_channels, spec.height // f, spec.width // f)
+
+
+def start_cell(index: int, spec: Any, model: LoadedModel, cond: Conditioning) -> CellState:
+    """A cell's noise, sigmas and sampler generator, ready for the tick loop."""
+    sig, options = cell_sigmas(spec, model)
+    device = model.device
+    work = torch.float32 if device.type == "cpu" else model.dtype
+    noise0, generator = latent_noise(spec.seed, latent_shape(spec, model), work)
+    x = (noise0.to(device, torch.float32) * float(sig[0])).to(work)
+    noise = CellNoise(spec.seed, *sigma_range(sig), generator=generator)
+    gen = samplers.start_generator(spec.sampler, x, sig.to(device), noise, **options)
+    return CellState(index, spec, gen, sig, cond)
+
+
+class ConditioningCache:
+    """Each distinct (prompt, negative prompt, size) encoded once per grid."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        self.model = model
+        self._items: dict[tuple, Conditioning] = {}
+
+    def get(self, spec: Any) -> Conditioning:
+        key = (spec.prompt, spec.negative_prompt, spec.width, spec.height)
+        if key not in self._items:
+            cond, uncond = prompts.encode_pair(self.model, spec.prompt, spec.negative_prompt)
+            time_ids = None
+            if self.model.family == "sdxl":
+                time_ids = prompts.sdxl_time_ids(spec.width, spec.height)
+            self._items[key] = Conditioning(
+                cond=cond.embeds, uncond=uncond.embeds, pooled=cond.pooled,
+                uncond_pooled=uncond.pooled, time_ids=time_ids)
+        return self._items[key]
+
+
+def _estimate_calls(spec: Any) -> int:
+    info = samplers.info(spec.sampler)
+    return spec.steps * info.calls_per_step
+
+
+def render(cells: Sequence[Any], options: RunOptions | None = None, *,
+           cache: CellCache | None = None,
+           loader: Callable[[str], LoadedModel] = load_model) -> list[CellResult]:
+    """Render cells (CellSpecs) batched across cells; results in input order."""
+    options = options or RunOptions()
+    results: list[CellResult | None] = [None] * len(cells)
+    progress = Progress(cells_total=len(cells), calls_total=sum(_estimate_calls(c) for c in cells))
+    todo: dict[str, list[int]] = {}
+    for i, spec in enumerate(cells):
+        hit = cache.get(spec.key()) if cache is not None else None
+        if hit is not None:
+            results[i] = _deliver(i, CellResult(**{**hit.__dict__, "spec": spec, "cached": True}),
+                                  options, progress)
+        else:
+            todo.setdefault(spec.model, []).append(i)
+    for model_name, indices in todo.items():
+        if options.should_stop and options.should_stop():
+            break
+        _render_model(loader(model_name), cells, indices, options, progress, results)
+    for i, spec in enumerate(cells):
+        if results[i] is None:
+            results[i] = CellResult(spec=spec, image=None, latents=None, model_calls=0, seconds=0.0,
+                                    error="stopped by the user")
+        elif cache is not None:
+            cache.put(spec.key(), results[i])
+    return results
+
+
+def _render_model(model: LoadedModel, cells, indices, options, progress, results) -> None:
+    conds = ConditioningCache(model)
+    states = []
+    for i in indices:
+        try:
+            states.append(start_cell(i, cells[i], model, conds.get(cells[i])))
+        except (ValueError, TypeError) as err:
+            results[i] = _deliver(i, CellResult(spec=cells[i], image=None, latents=None,
+                                                model_calls=0, seconds=0.0, error=str(err)),
+                                  options, progress)
+    loop = TickLoop(ModelDenoiser(model.unet, model.train_sigmas, model.prediction_type),
+                    Decoder(model.pipe), options, progress)
+    user_on_cell = options.on_cell
+
+    def collect(index: int, result: CellResult) -> None:
+        results[index] = result
+        if user_on_cell:
+            user_on_cell(index, result)
+
+    loop.options = RunOptions(**{**options.__dict__, "on_cell": collect})
+    loop.run(states)
+
+
+def _deliver(i: int, result: CellResult, options: RunOptions, progress: Progress) -> CellResult:
+    progress.cells_done += 1
+    if options.on_cell:
+        options.on_cell(i, result)
+    return result

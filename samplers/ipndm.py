@@ -1,0 +1,81 @@
+"""iPNDM: the "improved PNDM" multistep sampler, Adams-Bashforth on sigma with fixed weights.
+
+This module owns "iPNDM" (Zhang & Chen 2023, "Fast Sampling of Diffusion
+Models with Exponential Integrator", ICLR 2023, arXiv:2204.13902 — the DEIS
+paper; its appendix on PNDM introduces iPNDM). PNDM (Liu, Ren, Lin & Zhao 2022,
+"Pseudo Numerical Methods for Diffusion Models on Manifolds") extrapolates the
+noise prediction with the fourth-order Adams-Bashforth weights but starts with
+Runge-Kutta steps that cost four model calls each; iPNDM keeps one call per
+step throughout and warms up with the lower-order Adams-Bashforth formulas
+instead (orders 1, 2, 3, then 4).
+
+In the variance-exploding form used here the probability-flow ODE is
+dx/dsigma = d(x, sigma) = (x - D(x; sigma)) / sigma (Karras et al. 2022,
+"Elucidating the Design Space of Diffusion-Based Generative Models", eq. 3 with
+sigma(t) = t), and a step from sigma_i to sigma_{i+1} is
+
+    x_{i+1} = x_i + (sigma_{i+1} - sigma_i) * sum_j b_j d_{i-j},
+
+with the Adams-Bashforth weights b of the current order (Hairer, Norsett,
+Wanner, "Solving Ordinary Differential Equations I", section III.1, table 1.1):
+(1), (3, -1)/2, (23, -16, 5)/12, (55, -59, 37, -9)/24. These weights are the
+ones for equal steps; ComfyUI's "ipndm" applies them to whatever schedule it is
+given, and so does this module (on unequal steps that costs accuracy order:
+see the tests). The last step to sigma = 0 returns the denoised estimate, the
+first-order step there.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from itertools import pairwise
+from torch import Tensor
+
+from samplers._math import int_option
+from samplers.noise import CellNoise
+from samplers.protocol import SamplerGenerator
+from samplers.registry import register
+
+MAX_ORDER = 4
+
+# Adams-Bashforth weights for equal steps, newest slope first, as integer
+# numerators over a common denominator (kept exact until the final division).
+_AB_WEIGHTS: dict[int, tuple[tuple[int, ...], int]] = {
+    1: ((1,), 1),
+    2: ((3, -1), 2),
+    3: ((23, -16, 5), 12),
+    4: ((55, -59, 37, -9), 24),
+}
+
+
+def adams_bashforth_slope(slopes_newest_first: list[Tensor] | deque[Tensor]) -> Tensor:
+    """The combined slope sum_j b_j d_{i-j} for as many slopes as are given (1 to 4)."""
+    numerators, denominator = _AB_WEIGHTS[len(slopes_newest_first)]
+    total = slopes_newest_first[0] * numerators[0]
+    for b, d in zip(numerators[1:], list(slopes_newest_first)[1:], strict=True):
+        total = total + d * b
+    return total / denominator
+
+
+@register(
+    "iPNDM", kind="deterministic", calls_per_step=1, default_schedule="Karras",
+    description="Improved PNDM: a fourth-order multistep solver that reuses the last three model "
+                "outputs, one call per step, with a cheap low-order start.",
+)
+def ipndm(x: Tensor, sigmas: Tensor, noise: CellNoise, *, max_order: int = 4) -> SamplerGenerator:
+    """iPNDM with Adams-Bashforth orders up to max_order (1..4); 1 call per step, no noise."""
+    order = int_option("max_order", max_order, minimum=1, maximum=MAX_ORDER)
+    return _ipndm(x, sigmas.tolist(), order)
+
+
+def _ipndm(x: Tensor, sig: list[float], max_order: int) -> SamplerGenerator:
+    slopes: deque[Tensor] = deque(maxlen=max_order)  # newest first
+    for s, s_next in pairwise(sig):
+        denoised = yield x, s
+        slopes.appendleft((x - denoised) / s)
+        if s_next == 0:
+            # The slope is undefined at sigma = 0; the first-order step lands on D.
+            x = denoised
+        else:
+            x = x + adams_bashforth_slope(slopes) * (s_next - s)
+    return x

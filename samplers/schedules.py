@@ -1,0 +1,365 @@
+"""Sigma schedules: the schedule types users pick, the training sigmas they are built from,
+and the exact sigma <-> timestep mapping the grid engine reuses.
+
+A schedule is a strictly descending 1-D tensor of steps+1 noise levels ending in 0,
+computed over a model's discrete training sigmas (ascending; index = training
+timestep; ~0.0292 .. 14.61 for SD 1.x). Definitions follow A1111 v1.10.1
+(`modules/sd_schedulers.py`), which in turn uses k-diffusion (Crowson) and ComfyUI;
+where they differ, or where A1111 does not return steps+1 values ending in 0,
+`compute` documents the choice made here.
+
+All arithmetic is float64; results come back in the training sigmas' dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from samplers.registry import suggest
+
+SCHEDULES: tuple[str, ...] = (
+    "Automatic", "Uniform", "Karras", "Exponential", "Polyexponential", "SGM Uniform",
+    "KL Optimal", "Align Your Steps", "Simple", "Normal", "DDIM", "Beta",
+)
+
+# A schedule longer than the training schedule only re-visits the same noise levels.
+MAX_STEPS = 1000
+
+# Sabour, Fidler & Kreis 2024, "Align Your Steps: Optimizing Sampling Schedules in
+# Diffusion Models" — the published 10-step noise levels (NVIDIA's how-to page).
+AYS_SIGMAS: dict[str, tuple[float, ...]] = {
+    "SD1.5": (14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029),
+    "SDXL": (14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029),
+}
+_FAMILY_KEYS = {"sd1.5": "SD1.5", "sd15": "SD1.5", "sd1": "SD1.5", "sdxl": "SDXL"}
+
+# Spellings users type that are not just the canonical name with other case/separators.
+_ALIASES = {"ays": "Align Your Steps", "ddim uniform": "DDIM", "sgm": "SGM Uniform"}
+
+
+class UnknownScheduleError(ValueError):
+    """A schedule type name that is not one of SCHEDULES."""
+
+
+def _key(name: str) -> str:
+    # "SGM_Uniform", "sgm-uniform" and " sgm  uniform " are the same name.
+    return " ".join(name.lower().replace("_", " ").replace("-", " ").split())
+
+
+_LOOKUP = {**{_key(s): s for s in SCHEDULES}, **_ALIASES}
+
+
+def canonical(name: str) -> str:
+    """The canonical schedule type for a name typed in any case ("karras" -> "Karras").
+
+    Raises UnknownScheduleError naming the closest known types.
+    """
+    if not isinstance(name, str):
+        raise UnknownScheduleError(f"schedule type must be a string, got {name!r}")
+    found = _LOOKUP.get(_key(name))
+    if found is None:
+        raise UnknownScheduleError(suggest(name.strip(), list(SCHEDULES), "schedule type"))
+    return found
+
+
+# ---------------------------------------------------------------- training sigmas
+
+
+def _betas(beta_start: float, beta_end: float, n: int, beta_schedule: str) -> Tensor:
+    """DDPM betas (Ho et al. 2020, sec. 4) computed in float32 the way diffusers does."""
+    if beta_schedule == "scaled_linear":  # Stable Diffusion (LDM): linear in sqrt(beta)
+        return torch.linspace(beta_start**0.5, beta_end**0.5, n, dtype=torch.float32) ** 2
+    if beta_schedule == "linear":
+        return torch.linspace(beta_start, beta_end, n, dtype=torch.float32)
+    if beta_schedule == "squaredcos_cap_v2":
+        # Nichol & Dhariwal 2021, "Improved DDPM", eq. 17: alpha_bar(t) = cos^2((t/T + s)/(1 + s) pi/2),
+        # s = 0.008, beta_t = 1 - alpha_bar(t+1)/alpha_bar(t) capped at 0.999.
+        t = torch.arange(n + 1, dtype=torch.float64) / n
+        alpha_bar = torch.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+        return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999).float()
+    raise ValueError(
+        f"unknown beta_schedule {beta_schedule!r}; use 'scaled_linear', 'linear' or 'squaredcos_cap_v2'")
+
+
+def train_sigmas(beta_start: float = 0.00085, beta_end: float = 0.012, num_train_timesteps: int = 1000,
+                 beta_schedule: str = "scaled_linear") -> Tensor:
+    """A model's training sigmas, ascending (index = timestep), float32.
+
+    sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) with alpha_bar_t = prod_{s<=t} (1 - beta_s):
+    the variance-exploding noise level equivalent to DDPM timestep t (Karras et al. 2022,
+    "Elucidating the Design Space...", Table 1, VP column). The defaults are Stable
+    Diffusion 1.x/2.x/XL's: ~0.0292 .. 14.6146.
+    """
+    if not isinstance(num_train_timesteps, Integral) or isinstance(num_train_timesteps, bool) \
+            or num_train_timesteps < 2:
+        raise ValueError(f"num_train_timesteps must be a whole number >= 2, got {num_train_timesteps!r}")
+    if beta_schedule != "squaredcos_cap_v2" and not 0 < beta_start < beta_end < 1:
+        raise ValueError(f"need 0 < beta_start < beta_end < 1, got {beta_start!r}, {beta_end!r}")
+    betas = _betas(beta_start, beta_end, int(num_train_timesteps), beta_schedule)
+    return train_sigmas_from_alphas_cumprod(torch.cumprod(1 - betas, dim=0))
+
+
+def train_sigmas_from_alphas_cumprod(alphas_cumprod: Tensor) -> Tensor:
+    """Training sigmas sqrt((1 - alpha_bar) / alpha_bar) from a model's alphas_cumprod, same dtype."""
+    ac = torch.as_tensor(alphas_cumprod)
+    if not ac.is_floating_point():
+        ac = ac.double()
+    if ac.ndim != 1 or len(ac) < 2 or not ((ac > 0) & (ac < 1)).all():
+        raise ValueError("alphas_cumprod must be a 1-D tensor of at least 2 values in (0, 1)")
+    return ((1 - ac) / ac) ** 0.5
+
+
+def _checked_train(train: Tensor) -> Tensor:
+    """Training sigmas as a float64 CPU tensor, after checking they are usable."""
+    t = torch.as_tensor(train).detach()
+    if t.ndim != 1 or len(t) < 2:
+        raise ValueError(
+            f"train_sigmas must be a 1-D tensor of at least 2 values, got shape {tuple(t.shape)}")
+    t = t.to("cpu", torch.float64)
+    if not (torch.isfinite(t).all() and (t > 0).all() and (t[1:] > t[:-1]).all()):
+        raise ValueError("train_sigmas must be finite, positive and strictly ascending (index = timestep)")
+    return t
+
+
+# ---------------------------------------------------------------- sigma <-> timestep
+
+
+def _float_dtype(*values: Any) -> torch.dtype:
+    # float64 if anything involved is float64, else float32 (the app's dtype).
+    dtypes = [v.dtype for v in values if isinstance(v, Tensor)]
+    return torch.float64 if torch.float64 in dtypes else torch.float32
+
+
+def sigma_to_t(sigma: Tensor | float, train_sigmas: Tensor) -> Tensor:
+    """Fractional training timestep of each sigma, elementwise.
+
+    Linear interpolation in log sigma between the two neighbouring training sigmas
+    (k-diffusion's DiscreteSchedule.sigma_to_t), clamped to [0, N-1]. A training sigma
+    maps to its integer index exactly.
+    """
+    train = _checked_train(train_sigmas)
+    s = torch.as_tensor(sigma, dtype=None if isinstance(sigma, Tensor) else torch.float64)
+    log_train, log_s = train.log(), s.detach().to("cpu", torch.float64).log()
+    low = (torch.searchsorted(log_train, log_s.contiguous(), right=True) - 1).clamp(0, len(train) - 2)
+    lo, hi = log_train[low], log_train[low + 1]
+    w = ((log_s - lo) / (hi - lo)).clamp(0, 1)
+    return (low + w).to(s.device if isinstance(sigma, Tensor) else "cpu", _float_dtype(sigma, train_sigmas))
+
+
+def t_to_sigma(t: Tensor | float, train_sigmas: Tensor) -> Tensor:
+    """Sigma at each fractional training timestep (clamped to [0, N-1]), elementwise.
+
+    The inverse of sigma_to_t: log sigma interpolated linearly between the neighbouring
+    integer timesteps; an integer t gives that training sigma exactly.
+    """
+    train = _checked_train(train_sigmas)
+    tt = torch.as_tensor(t, dtype=None if isinstance(t, Tensor) else torch.float64)
+    out = _loginterp(train, tt.detach().to("cpu", torch.float64))
+    return out.to(tt.device if isinstance(t, Tensor) else "cpu", _float_dtype(t, train_sigmas))
+
+
+def _loginterp(values: Tensor, pos: Tensor) -> Tensor:
+    """values at fractional index pos, interpolating log(values) linearly (float64)."""
+    pos = pos.clamp(0, len(values) - 1)
+    low = pos.floor().long()
+    high = (low + 1).clamp(max=len(values) - 1)
+    w = pos - low
+    # values[low] * (values[high]/values[low])**w, written so that w = 0 returns values[low] exactly
+    return values[low] * torch.exp(w * (values[high].log() - values[low].log()))
+
+
+# ---------------------------------------------------------------- the schedule types
+
+
+@dataclass(frozen=True)
+class _Range:
+    """What a schedule definition may read: training sigmas (float64), range and options."""
+
+    train: Tensor
+    smin: float
+    smax: float
+    rho: float | None
+    alpha: float
+    beta: float
+    family: str
+
+
+def _lin(a: float, b: float, n: int) -> Tensor:
+    return torch.linspace(a, b, n, dtype=torch.float64)
+
+
+def _karras(n: int, r: _Range) -> Tensor:
+    # Karras et al. 2022, eq. 5: interpolate sigma^(1/rho) linearly, rho = 7.
+    rho = 7.0 if r.rho is None else r.rho
+    lo, hi = r.smin ** (1 / rho), r.smax ** (1 / rho)
+    return (hi + _lin(0, 1, n) * (lo - hi)) ** rho
+
+
+def _exponential(n: int, r: _Range) -> Tensor:
+    # equally spaced in log sigma
+    return torch.exp(_lin(math.log(r.smax), math.log(r.smin), n))
+
+
+def _polyexponential(n: int, r: _Range) -> Tensor:
+    # k-diffusion: log sigma = ramp^rho (ln smax - ln smin) + ln smin, ramp 1 -> 0; rho = 1 is Exponential
+    rho = 1.0 if r.rho is None else r.rho
+    ramp = _lin(1, 0, n) ** rho
+    return torch.exp(ramp * (math.log(r.smax) - math.log(r.smin)) + math.log(r.smin))
+
+
+def _timesteps(r: _Range) -> tuple[float, float]:
+    ends = sigma_to_t(torch.tensor([r.smax, r.smin], dtype=torch.float64), r.train)
+    return float(ends[0]), float(ends[1])
+
+
+def _normal(n: int, r: _Range) -> Tensor:
+    # evenly spaced training timesteps from t(smax) down to t(smin), both included
+    hi, lo = _timesteps(r)
+    return _loginterp(r.train, _lin(hi, lo, n))
+
+
+def _sgm_uniform(n: int, r: _Range) -> Tensor:
+    # SGM / "trailing" spacing: n+1 evenly spaced timesteps, the last (t(smin)) dropped
+    hi, lo = _timesteps(r)
+    return _loginterp(r.train, _lin(hi, lo, n + 1)[:-1])
+
+
+def _kl_optimal(n: int, r: _Range) -> Tensor:
+    # The KL-optimal schedule of Sabour, Fidler & Kreis 2024 ("Align Your Steps", arXiv:2404.14507),
+    # as ComfyUI and A1111 implement it: atan(sigma) linear from atan(smax) to atan(smin).
+    w = _lin(0, 1, n)
+    return torch.tan(w * math.atan(r.smin) + (1 - w) * math.atan(r.smax))
+
+
+def _align_your_steps(n: int, r: _Range) -> Tensor:
+    # the 11 published levels sit at positions linspace(0, 1, 11); resample log sigma at linspace(0, 1, n)
+    levels = torch.tensor(AYS_SIGMAS[r.family], dtype=torch.float64)
+    if n == len(levels):
+        return levels
+    return _loginterp(levels, _lin(0, len(levels) - 1, n))
+
+
+def _simple(n: int, r: _Range) -> Tensor:
+    # every N/n-th training sigma counting down from the top (ComfyUI "simple")
+    size = len(r.train)
+    if n > size:
+        raise ValueError(
+            f"the Simple schedule takes at most {size} steps (one per training timestep), got {n}")
+    stride = size / n
+    return r.train[[size - 1 - int(i * stride) for i in range(n)]]
+
+
+def _ddim(n: int, r: _Range) -> Tensor:
+    # training timesteps 1, 1+c, 1+2c, ... with c = N // n (DDIM "leading" spacing, steps_offset 1)
+    size = len(r.train)
+    if n > size - 1:
+        raise ValueError(f"the DDIM schedule takes at most {size - 1} steps, got {n}")
+    c = size // n
+    return r.train[[1 + k * c for k in range(n)]].flip(0)
+
+
+def _beta(n: int, r: _Range) -> Tensor:
+    # Lee et al. 2024, "Beta Sampling is All You Need", as A1111 applies it: the Beta(alpha, beta)
+    # quantile of 1 - linspace(0, 1, n) placed linearly in [smin, smax].
+    from scipy.special import betaincinv  # the Beta distribution's inverse CDF; imported only when used
+
+    q = 1 - _lin(0, 1, n)
+    ppf = torch.from_numpy(betaincinv(r.alpha, r.beta, q.numpy()))
+    return r.smin + ppf * (r.smax - r.smin)
+
+
+_DEFINITIONS: dict[str, Callable[[int, _Range], Tensor]] = {
+    "Uniform": _normal, "Karras": _karras, "Exponential": _exponential,
+    "Polyexponential": _polyexponential, "SGM Uniform": _sgm_uniform, "KL Optimal": _kl_optimal,
+    "Align Your Steps": _align_your_steps, "Simple": _simple, "Normal": _normal, "DDIM": _ddim,
+    "Beta": _beta,
+}
+
+
+# ---------------------------------------------------------------- compute
+
+
+def _positive(name: str, value: Any) -> float:
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _check_steps(steps: Any) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, Integral):
+        raise ValueError(f"steps must be a whole number, got {steps!r}")
+    if not 1 <= steps <= MAX_STEPS:
+        raise ValueError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
+    return int(steps)
+
+
+def _family(family: Any) -> str:
+    found = _FAMILY_KEYS.get(str(family).lower().replace(" ", "").replace("_", "").replace("-", ""))
+    if found is None:
+        raise ValueError(f"unknown model family {family!r} for Align Your Steps; use 'SD1.5' or 'SDXL'")
+    return found
+
+
+def _make_range(train: Tensor, sigma_min: Any, sigma_max: Any, rho: Any, alpha: Any, beta: Any,
+                family: Any) -> _Range:
+    smin = float(train[0]) if sigma_min is None else _positive("sigma_min", sigma_min)
+    smax = float(train[-1]) if sigma_max is None else _positive("sigma_max", sigma_max)
+    if smin >= smax:
+        raise ValueError(f"sigma_min ({smin:g}) must be below sigma_max ({smax:g})")
+    return _Range(train, smin, smax, None if rho is None else _positive("rho", rho),
+                  _positive("alpha", alpha), _positive("beta", beta), _family(family))
+
+
+def compute(schedule: str, steps: int, train_sigmas: Tensor, *, discard_penultimate: bool = False,
+            sigma_min: float | None = None, sigma_max: float | None = None, rho: float | None = None,
+            alpha: float = 0.6, beta: float = 0.6, family: str = "SD1.5") -> Tensor:
+    """The `schedule` type's sigmas for `steps` steps: steps+1 strictly descending values ending in 0.
+
+    Returned in train_sigmas' dtype (float64 if it is float64, else float32) on its device.
+    "Automatic" must be resolved by the caller (samplers.sigmas does). discard_penultimate
+    computes steps+1 steps and drops the next-to-last sigma (still steps+1 values).
+
+    sigma_min/sigma_max (default: the training range) are honoured by Karras, Exponential,
+    Polyexponential, KL Optimal and Beta directly, and by Uniform, Normal and SGM Uniform
+    through their training timesteps (clamped to the training range). Simple, DDIM and
+    Align Your Steps pick fixed noise levels and ignore them, as in A1111. rho defaults to
+    7 (Karras) or 1 (Polyexponential); alpha/beta shape Beta; family ("SD1.5"/"SDXL")
+    picks the Align Your Steps levels.
+
+    Where this differs from A1111 v1.10.1, on purpose:
+    - KL Optimal: A1111 returns n+1 values tan((i/n) atan smin + (1 - i/n) atan smax),
+      i = 0..n, with no final 0, so its last step stops at sigma_min and leaves residual
+      noise. We use ComfyUI's form — n values over i/(n-1), then 0 — so the final image is
+      clean like every other type's.
+    - DDIM: A1111 walks 1, 1+c, ... while below N and can return more than n values (7 steps
+      give 8); we take exactly n (diffusers' "leading" spacing), the same whenever A1111 gives n.
+    - Align Your Steps at 1 step: A1111's reversed interpolation gives 0.029; we start at the
+      list's top value (14.615) like every other schedule.
+    - Uniform honours sigma_min/sigma_max (through timesteps, like Normal); A1111's ignores
+      them. With the default range Uniform and Normal are the same schedule, as in A1111.
+    """
+    name = canonical(schedule)
+    if name == "Automatic":
+        raise ValueError("schedule 'Automatic' means the sampler's default; resolve it first "
+                         "(samplers.sigmas(..., sampler=...) does)")
+    n = _check_steps(steps) + (1 if discard_penultimate else 0)
+    raw = torch.as_tensor(train_sigmas)
+    r = _make_range(_checked_train(raw), sigma_min, sigma_max, rho, alpha, beta, family)
+    sig = torch.cat([_DEFINITIONS[name](n, r), torch.zeros(1, dtype=torch.float64)])
+    if discard_penultimate:
+        sig = torch.cat([sig[:-2], sig[-1:]])
+    out = sig.to(raw.device, _float_dtype(raw))
+    if not (out[1:] < out[:-1]).all():
+        raise ValueError(
+            f"the {name} schedule repeats noise levels at {steps} steps for sigma range "
+            f"[{r.smin:g}, {r.smax:g}] in {out.dtype}; use fewer steps or a wider range")
+    return out
