@@ -129,9 +129,6 @@ def canonical_axis(axis: str) -> str:
     return axis_type(axis).name
 
 
-# ---------------------------------------------------------------- splitting text
-
-
 def split_items(axis: str, text: str) -> list[str]:
     """CSV items of `text`, stripped, empties dropped ('"a, b", c' -> ["a, b", "c"])."""
     try:
@@ -141,12 +138,12 @@ def split_items(axis: str, text: str) -> list[str]:
     return [item.strip() for row in rows for item in row if item.strip()]
 
 
+# ---------------------------------------------------------------- numbers
+
+
 _NUM = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
 _RANGE = re.compile(
     rf"\s*({_NUM})\s*-\s*({_NUM})\s*(?:\(\s*({_NUM})\s*\)|\[\s*([+-]?[0-9]+)\s*\])?\s*")
-
-
-# ---------------------------------------------------------------- numbers
 
 
 def _to_int(t: AxisType, item: Any) -> int:

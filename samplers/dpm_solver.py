@@ -14,7 +14,7 @@ and with h = lambda_t - lambda_s the paper's updates read:
 a budget of N model calls becomes K = floor(N/3) + 1 steps uniform in lambda,
 all of order 3 except the last: orders 3..3, 2, 1 when N mod 3 == 0, else
 3..3, N mod 3. "DPM adaptive" is the paper's adaptive step size solver
-(Appendix C, Algorithm 4/5): each step computes an order-3 (or 2) solution and
+(Algorithms 4/5, DPM-Solver-12 and -23): each step computes an order-3 (or 2) solution and
 an embedded order-2 (or 1) one, whose difference against the tolerance
 max(atol, rtol * |x|) accepts or rejects the step; the next step size comes
 from a PID step-size controller (Soderlind 2003, "Digital filters in adaptive
@@ -79,7 +79,7 @@ def solver_step(x: Tensor, eps_s: Tensor, lam_s: float, lam_t: float, order: int
 
     Returns (x_t, x_embedded): the order-`order` result and the embedded
     lower-order one that shares its model calls (order 2: DPM-Solver-1; order 3:
-    DPM-Solver-2 with r1 = 1/3, as Lu et al. 2022, Appendix C pair them), or
+    DPM-Solver-2 with r1 = 1/3, as the paper's adaptive solver pairs them), or
     None for order 1. eps_s is the model's eps at (x, lambda_s), already paid for.
     """
     h = lam_t - lam_s

@@ -75,8 +75,10 @@ class CellNoise:
     def _tree_for(self, like: Tensor) -> torchsde.BrownianTree:
         if self._tree is None or self._tree_shape != like.shape:
             w0 = torch.zeros(like.shape, dtype=torch.float64)
+            # torchsde rounds its interval ends; a hair of slack keeps queries
+            # at the exact ends inside it (no "ta>=t0" warnings).
             self._tree = torchsde.BrownianTree(
-                t0=self.sigma_min, w0=w0, t1=self.sigma_max,
+                t0=self.sigma_min * (1 - 1e-6), w0=w0, t1=self.sigma_max * (1 + 1e-6),
                 entropy=self.seed, tol=1e-6, pool_size=24,
             )
             self._tree_shape = like.shape

@@ -50,6 +50,13 @@ def karras(n: int, sigma_min: float, sigma_max: float, like: Tensor, rho: float 
     return out
 
 
+def _number(key: Any) -> Any:
+    try:
+        return float(key) if isinstance(key, str) else key
+    except ValueError:
+        return key
+
+
 def _check_plan(restart_list: Any) -> RestartPlan:
     """A user's restart_list as a plan, or SamplerOptionError saying what is wrong."""
     if not isinstance(restart_list, Mapping):
@@ -58,7 +65,8 @@ def _check_plan(restart_list: Any) -> RestartPlan:
             f"got {restart_list!r}")
     plan: RestartPlan = {}
     for key, value in restart_list.items():
-        lo = real_option("restart_list key (min_sigma)", key)
+        # JSON objects (the web app's options) only have string keys.
+        lo = real_option("restart_list key (min_sigma)", _number(key))
         if not isinstance(value, (list, tuple)) or len(value) != 3:
             raise SamplerOptionError(
                 f"restart_list[{key!r}] must be [steps, times, max_sigma], got {value!r}")

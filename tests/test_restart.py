@@ -144,3 +144,13 @@ def test_float32_schedules_give_float32_results():
     x = start((16, 4), float(sig[0]), dtype=torch.float32)
     y = samplers.sample("Restart", MODEL.denoiser, x, sig, seed=1)
     assert y.dtype == torch.float32 and torch.isfinite(y).all()
+
+
+def test_a_restart_list_from_json_with_string_keys_works():
+    sig = karras_sigmas(10)
+    x = start((64,), float(sig[0]), seed=7)
+    a, _ = run(x, sig, seed=1, restart_list={"0.5": [4, 1, 3.0]})
+    b, _ = run(x, sig, seed=1, restart_list={0.5: [4, 1, 3.0]})
+    assert torch.equal(a, b)
+    with pytest.raises(SamplerOptionError):
+        run(x, sig, restart_list={"low": [4, 1, 3.0]})

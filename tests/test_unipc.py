@@ -2,10 +2,13 @@
 
 Orders are fitted slopes of log(max error) vs log(steps) on Karras schedules
 ending at sigma_min = 0.05 (no final jump to 0), against the Gaussian's exact
-probability-flow solution. Measured when written (seed 0, (256, 2)):
-order 3 + corrector (UniPC-3, lower_order_final off): 3.95 (bh1) / 3.94 (bh2);
-default settings over 8-64 steps: 3.23 / 3.04; UniP-1 / UniP-2 without corrector:
-0.98 / 2.05; UniPC-1 / UniPC-2 with corrector: 2.09 / 3.17.
+probability-flow solution. Measured when written (seed 0, (256, 2), 16-128 steps
+unless said): order 3 + corrector (UniPC-3, lower_order_final off): 4.02 (bh1) /
+4.01 (bh2); default settings over 8-64 steps: 3.23 / 3.04, but 2.18 / 2.19 from
+80 to 160 steps (the final first-order step); UniP-1 / UniP-2 without corrector:
+0.98 / 2.13; UniPC-1 / UniPC-2 with corrector: 2.08 / 3.12. On the mixture
+(uniform-in-lambda schedule, 10/15/20 steps) UniPC's RMS error is 0.53/0.35/0.16
+(bh1) and 0.49/0.33/0.16 (bh2) of DPM-Solver++(2M)'s.
 """
 
 from __future__ import annotations

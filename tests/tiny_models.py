@@ -165,7 +165,8 @@ def _ldm_resnet(name: str) -> str:
 
 def _ldm_unet_key(key: str, layers_per_block: int, attn_up_blocks: set[int]) -> str:
     """One diffusers UNet key -> its key in an LDM `model.diffusion_model.` state dict."""
-    flat = DIFFUSERS_TO_LDM_MAPPING["unet"]["layers"] | DIFFUSERS_TO_LDM_MAPPING["unet"]["addition_embed_type"]
+    mapping = DIFFUSERS_TO_LDM_MAPPING["unet"]
+    flat = mapping["layers"] | mapping["addition_embed_type"]
     if key in flat:
         return flat[key]
     parts = key.split(".")

@@ -1,0 +1,76 @@
+"""What one grid cell is: CellSpec (everything that determines its image, the
+engine's input and cache key) and Cell (a CellSpec at its place in the grid, with
+its axis labels). Also the model-call estimate the grid limits use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import samplers
+
+# DPM adaptive picks its own step sizes and ignores `steps`. It took ~40 calls on
+# the analytic Gaussian test model; real models need several times more, so
+# the limits assume this many denoiser calls per cell.
+ADAPTIVE_CALLS_ESTIMATE = 200
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """Everything that determines one cell's image.
+
+    sampler: canonical registry name; schedule: canonical schedule type (may be
+    "Automatic"); sampler_options: sorted (name, value) pairs, hashable.
+    """
+
+    model: str
+    prompt: str
+    negative_prompt: str
+    width: int | None
+    height: int | None
+    seed: int
+    sampler: str
+    sampler_options: tuple[tuple[str, Any], ...]
+    schedule: str
+    steps: int
+    cfg: float
+
+    def key(self) -> str:
+        """A stable hash of every field: equal keys mean the same image (for caches)."""
+        text = json.dumps(["cellspec-v1", asdict(self)], sort_keys=True, default=repr)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def sized(self, default_size: tuple[int, int]) -> CellSpec:
+        """This cell with a missing width/height taken from the model's default."""
+        return replace(self, width=self.width or default_size[0], height=self.height or default_size[1])
+
+    def denoiser_calls(self) -> int:
+        """Denoiser calls the sampler makes: steps x calls per step (DPM adaptive: an estimate).
+
+        Ignores small savings some samplers make on the last step (e.g. Heun's
+        final Euler step), so it may overcount by one step's extra calls.
+        """
+        info = samplers.info(self.sampler)
+        if not info.uses_steps:
+            return ADAPTIVE_CALLS_ESTIMATE
+        return self.steps * info.calls_per_step
+
+    def model_calls(self) -> int:
+        """Model rows evaluated: denoiser calls, twice when CFG > 1 (the engine then runs
+        the unconditional half too, as diffusers does; at cfg <= 1 it runs only one)."""
+        return self.denoiser_calls() * (2 if self.cfg > 1.0 else 1)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of an expanded grid: its position, its spec and its X/Y/Z labels
+    (None where the grid has no such axis)."""
+
+    ix: int
+    iy: int
+    iz: int
+    spec: CellSpec
+    labels: tuple[str | None, str | None, str | None]

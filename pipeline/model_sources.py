@@ -1,0 +1,275 @@
+"""Model sources: where a model's weights are, and reading them into a pipeline on the CPU.
+
+This module owns resolving a model name (a local diffusers folder, a single
+original-format checkpoint, a Hugging Face hub id, "builtin"), the hub cache
+and offline rules, and every check that refuses what we cannot or must not
+load: pickle weights (unless allowed), custom code, corrupt files, pipelines
+that are not Stable Diffusion 1.x / 2.x / XL. It never touches devices or the
+model cache (pipeline.models does).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+from torch import Tensor
+
+BUILTIN_DIR = Path(__file__).resolve().parents[1] / "assets" / "builtin"
+PIPELINES: dict[str, type] = {
+    "StableDiffusionPipeline": StableDiffusionPipeline,
+    "StableDiffusionXLPipeline": StableDiffusionXLPipeline,
+}
+PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
+# Component libraries a diffusers folder may name; anything else would need custom code.
+_LIBRARIES = {"diffusers", "transformers"}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class ModelLoadError(ValueError):
+    """A model that cannot be loaded; the message says what to do about it."""
+
+
+class UnsupportedModelError(ModelLoadError):
+    """A model that is not a Stable Diffusion 1.x / 2.x / XL text-to-image model."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a model's weights are: kind "folder" | "file" | "hub", a path or repo id, a config folder."""
+
+    kind: str
+    location: str
+    config: str | None = None
+
+
+
+def resolve(name: str, config: str | Path | None) -> Source:
+    """Which kind of source `name` is; a path that does not exist and is not a hub id is an error."""
+    if not isinstance(name, str) or not name.strip():
+        raise ModelLoadError(f"model name must be a non-empty string, got {name!r}")
+    name = name.strip()
+    cfg = None if config is None else str(Path(config).expanduser().resolve())
+    if name == "builtin":
+        if not BUILTIN_DIR.exists():
+            raise ModelLoadError(
+                f"the built-in model is not installed yet (expected at {BUILTIN_DIR}); "
+                "pick a model folder, a .safetensors file or a hub id instead")
+        path = BUILTIN_DIR
+    else:
+        path = Path(name).expanduser()
+    if path.is_dir():
+        return Source("folder", str(path.resolve()))
+    if path.is_file():
+        return Source("file", str(path.resolve()), cfg)
+    if _HUB_ID.match(name) and not name.startswith((".", "/", "~")):
+        return Source("hub", name)
+    raise ModelLoadError(
+        f"model {name!r} not found: no such file or folder, and not a hub id like 'org/name'")
+
+
+def _hub_cache_dir() -> str | None:
+    # Read at call time: huggingface_hub reads HF_HOME/HF_HUB_CACHE only once, at import.
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return str(Path(os.environ["HF_HOME"]) / "hub")
+    return None
+
+
+def _offline() -> bool:
+    flag = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return flag.strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _not_cached(repo: str) -> ModelLoadError:
+    why = "HF_HUB_OFFLINE is set" if _offline() else "the hub could not be reached"
+    return ModelLoadError(
+        f"model {repo!r} is not in the local Hugging Face cache ({_hub_cache_dir() or 'default HF_HOME'}) "
+        f"and cannot be downloaded now ({why}). On a machine with network run "
+        f"`huggingface-cli download {repo}` and copy the cache here, or set HF_HOME to a cache that has it")
+
+
+def _hub_folder(repo: str) -> Path:
+    """The local snapshot folder of a diffusers repo, downloading only what loading needs."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    kw = {"cache_dir": _hub_cache_dir(), "local_files_only": _offline()}
+    try:
+        index = Path(hf_hub_download(repo, "model_index.json", **kw))
+    except LocalEntryNotFoundError as err:
+        raise _not_cached(repo) from err
+    except EntryNotFoundError as err:
+        raise ModelLoadError(f"hub repo {repo!r} has no model_index.json, so it is not a diffusers "
+                             "pipeline; download its .safetensors checkpoint and give that path") from err
+    except RepositoryNotFoundError as err:
+        raise ModelLoadError(f"hub repo {repo!r} does not exist or is gated (log in with "
+                             "`huggingface-cli login` if it is gated)") from err
+    cls = _pipeline_class(_read_index(index.parent), repo)
+    try:
+        # diffusers picks the files the pipeline needs (and falls back to the cache when offline).
+        return Path(cls.download(repo, use_safetensors=True, safety_checker=None,
+                                 feature_extractor=None, **kw))
+    except (OSError, ValueError) as err:
+        raise _not_cached(repo) from err
+
+
+# ------------------------------------------------------------------ loading
+
+
+def load_pipeline(src: Source, name: str, dtype: torch.dtype,
+                  allow_pickle: bool) -> tuple[Any, Path, tuple[Path, ...]]:
+    """The pipeline on the CPU, where it came from, and the files its hash covers."""
+    if src.kind == "file":
+        path = Path(src.location)
+        return _load_single_file(path, name, dtype, allow_pickle, src.config), path, (path,)
+    folder = _hub_folder(src.location) if src.kind == "hub" else Path(src.location)
+    return _load_folder(folder, name, dtype, allow_pickle), folder, _unet_weights(folder)
+
+
+def _read_index(folder: Path) -> dict[str, Any]:
+    index = folder / "model_index.json"
+    if not index.is_file():
+        raise ModelLoadError(
+            f"{folder} has no model_index.json, so it is not a diffusers model folder; give the folder "
+            "that contains model_index.json, or a single .safetensors checkpoint file")
+    try:
+        return json.loads(index.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelLoadError(f"{index} is not valid JSON ({err}); download the model again") from err
+
+
+def _pipeline_class(index: dict[str, Any], where: str) -> type:
+    """The supported pipeline class a model_index.json names, refusing custom code."""
+    cls_name = index.get("_class_name")
+    if cls_name not in PIPELINES:
+        raise UnsupportedModelError(
+            f"{where} is a {cls_name or 'unknown'} model; this app renders Stable Diffusion 1.x, 2.x "
+            f"and XL text-to-image models ({', '.join(PIPELINES)})")
+    for comp, spec in index.items():
+        if not comp.startswith("_") and isinstance(spec, list) and spec[0] not in (None, *_LIBRARIES):
+            raise UnsupportedModelError(
+                f"{where}: component {comp!r} comes from {spec[0]!r}, which would need custom code; "
+                "custom code is never run")
+    return PIPELINES[cls_name]
+
+
+def _check_weights(folder: Path, index: dict[str, Any], allow_pickle: bool) -> None:
+    """Refuse pickle-only components and safetensors files whose header does not parse."""
+    from safetensors import safe_open
+
+    for comp, spec in index.items():
+        sub = folder / comp
+        if comp.startswith("_") or not isinstance(spec, list) or spec[0] is None or not sub.is_dir():
+            continue
+        safe = sorted(sub.glob("*.safetensors"))
+        if not safe and any(p.suffix in PICKLE_SUFFIXES for p in sub.iterdir()) and not allow_pickle:
+            raise ModelLoadError(
+                f"{sub} has only pickle weights (.bin), which can run code when loaded; convert them "
+                "to .safetensors (or load with allow_pickle=True if you trust the source)")
+        for file in safe:
+            try:
+                with safe_open(str(file), framework="pt") as f:
+                    f.keys()
+            except Exception as err:  # safetensors raises its own error types
+                raise ModelLoadError(f"{file} is not a valid .safetensors file (corrupt or truncated "
+                                     f"download?): {err}; download it again") from err
+
+
+def _load_folder(folder: Path, name: str, dtype: torch.dtype, allow_pickle: bool) -> Any:
+    index = _read_index(folder)
+    cls = _pipeline_class(index, str(folder))
+    _check_weights(folder, index, allow_pickle)
+    extra = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False} \
+        if cls is StableDiffusionPipeline else {}
+    try:
+        return cls.from_pretrained(str(folder), torch_dtype=dtype, local_files_only=True,
+                                   use_safetensors=None if allow_pickle else True, **extra)
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
+        raise ModelLoadError(f"could not load {name!r} from {folder}: {err}") from err
+
+
+def _unet_weights(folder: Path) -> tuple[Path, ...]:
+    """The UNet weights file(s) a folder's hash covers: the plain (non-variant) safetensors if any."""
+    unet = folder / "unet"
+    for pattern in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model-*.safetensors",
+                    "diffusion_pytorch_model*.safetensors", "diffusion_pytorch_model*.bin"):
+        files = sorted(unet.glob(pattern))
+        if files:
+            return tuple(p.resolve() for p in files)
+    return ()
+
+
+def _checkpoint_shapes(path: Path, allow_pickle: bool) -> dict[str, Tensor]:
+    """A checkpoint's keys with shape-only (meta) tensors: enough to tell which model it is."""
+    from safetensors import safe_open
+
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        if not allow_pickle:
+            raise ModelLoadError(
+                f"{path.name} is a pickle checkpoint ({path.suffix}), which can run code when loaded; use "
+                "a .safetensors version (or load with allow_pickle=True if you trust the source)")
+        from diffusers.loaders.single_file_utils import load_single_file_checkpoint
+        return load_single_file_checkpoint(str(path))
+    if path.suffix.lower() != ".safetensors":
+        raise ModelLoadError(f"{path.name} is not a model: expected a diffusers folder, a .safetensors "
+                             "checkpoint or a hub id")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}
+    except Exception as err:  # safetensors raises its own error types
+        raise ModelLoadError(f"{path} is not a valid .safetensors file (corrupt or truncated "
+                             f"download?): {err}; download it again") from err
+
+
+def _single_file_class(path: Path, shapes: dict[str, Tensor]) -> tuple[type, str]:
+    """The pipeline class for an original-format checkpoint and diffusers' guess of its model type."""
+    from diffusers.loaders.single_file_utils import infer_diffusers_model_type
+
+    if "model.diffusion_model.input_blocks.0.0.weight" not in shapes:
+        raise ModelLoadError(f"{path.name} has no Stable Diffusion UNet weights (model.diffusion_model.*): "
+                             "LoRA, VAE and embedding files are not models")
+    kind = infer_diffusers_model_type(shapes)
+    if kind in ("v1", "v2"):
+        return StableDiffusionPipeline, kind
+    if kind == "xl_base":
+        return StableDiffusionXLPipeline, kind
+    raise UnsupportedModelError(f"{path.name} looks like a {kind!r} checkpoint; this app renders "
+                                "Stable Diffusion 1.x, 2.x and XL base text-to-image models")
+
+
+def _single_file_config(kind: str) -> str:
+    """The local folder of the diffusers configs diffusers uses for this kind of checkpoint."""
+    from diffusers.loaders.single_file_utils import DIFFUSERS_DEFAULT_PIPELINE_PATHS
+    from huggingface_hub import snapshot_download
+
+    repo = DIFFUSERS_DEFAULT_PIPELINE_PATHS[kind]["pretrained_model_name_or_path"]
+    try:
+        return snapshot_download(repo, allow_patterns=["*.json", "*/*.json", "*/*.txt"],
+                                 cache_dir=_hub_cache_dir(), local_files_only=_offline())
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(
+            f"a single-file checkpoint needs the configs of {repo!r}, which are not in the local "
+            f"Hugging Face cache; run `huggingface-cli download {repo} --include '*.json' '*.txt'` "
+            "with network, or pass config=<a diffusers folder of the same architecture>") from err
+
+
+def _load_single_file(path: Path, name: str, dtype: torch.dtype, allow_pickle: bool,
+                      config: str | None) -> Any:
+    cls, kind = _single_file_class(path, _checkpoint_shapes(path, allow_pickle))
+    if config is not None:
+        _read_index(Path(config))  # a clear error for a config that is not a diffusers folder
+    cfg = config or _single_file_config(kind)
+    extra = {"safety_checker": None, "requires_safety_checker": False} \
+        if cls is StableDiffusionPipeline else {}
+    try:
+        return cls.from_single_file(str(path), config=cfg, local_files_only=True, torch_dtype=dtype, **extra)
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
+        raise ModelLoadError(f"could not load {name!r} as a {kind} checkpoint: {err}") from err

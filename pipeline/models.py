@@ -1,0 +1,239 @@
+"""Models: a name in, a loaded Stable Diffusion-family pipeline out, once.
+
+This module owns `load_model` and `LoadedModel` (what the engine needs to know
+about a model: family, prediction type, training sigmas, latent geometry,
+hash), device and dtype placement (SDPA attention, SDXL's float32 VAE), the
+support checks made on a loaded pipeline, and the one-model cache, which is
+the project's only global mutable state. Where weights come from and the
+checks made before loading live in pipeline.model_sources.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import StableDiffusionXLPipeline
+from diffusers.models.attention_processor import AttnProcessor2_0
+from torch import Tensor
+
+from pipeline.model_sources import (  # noqa: F401  (the errors are this module's API too)
+    BUILTIN_DIR,
+    ModelLoadError,
+    UnsupportedModelError,
+    load_pipeline,
+    resolve,
+)
+from samplers.schedules import train_sigmas_from_alphas_cumprod
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+           "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,
+           "bf16": torch.bfloat16}
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """A loaded pipeline and what the engine needs to know about it.
+
+    train_sigmas: ascending float32 training sigmas sqrt((1 - a) / a) from the
+    scheduler's alphas_cumprod. default_size: UNet sample_size times the VAE
+    scale factor, in pixels. model_hash: A1111's short hash, the first 10 hex
+    digits of a sha256 — of the checkpoint file for a single file, of the UNet
+    weights file(s) for a diffusers folder or hub snapshot; computed on first use.
+    """
+
+    name: str
+    family: str  # "sd1" | "sd2" | "sdxl"
+    pipe: Any
+    prediction_type: str  # "epsilon" | "v_prediction"
+    train_sigmas: Tensor
+    scheduler_config: dict[str, Any]
+    device: torch.device
+    dtype: torch.dtype
+    latent_channels: int
+    vae_scale_factor: int
+    default_size: int
+    path: Path
+    hash_files: tuple[Path, ...] = ()
+    _hash: str | None = field(default=None, repr=False)
+
+    @property
+    def unet(self) -> torch.nn.Module:
+        return self.pipe.unet
+
+    @property
+    def vae(self) -> torch.nn.Module:
+        return self.pipe.vae
+
+    @property
+    def model_hash(self) -> str:
+        if self._hash is None:
+            digest = hashlib.sha256()
+            for file in self.hash_files:
+                with open(file, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(block)
+            self._hash = digest.hexdigest()[:10] if self.hash_files else ""
+        return self._hash
+
+
+class ModelCache:
+    """One model in memory at a time, keyed by (source, device, dtype)."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._model: LoadedModel | None = None
+
+    @property
+    def current(self) -> LoadedModel | None:
+        return self._model
+
+    def get(self, key: tuple) -> LoadedModel | None:
+        return self._model if key == self._key else None
+
+    def put(self, key: tuple, model: LoadedModel) -> None:
+        self._key, self._model = key, model
+
+    def clear(self) -> None:
+        """Drop the model and give its memory back (collect cycles, release the CUDA cache)."""
+        self._key = self._model = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+_CACHE = ModelCache()
+
+
+def load_model(name: str, *, device: str | torch.device | None = None,
+               dtype: str | torch.dtype | None = None, allow_pickle: bool = False,
+               config: str | Path | None = None) -> LoadedModel:
+    """The model `name`, loaded once and kept until another model is loaded.
+
+    name: a diffusers folder (with model_index.json), a single-file checkpoint
+    (.safetensors; .ckpt/.bin/.pt only with allow_pickle=True), a hub id
+    "org/name" (from the local cache when offline), or "builtin". config: the
+    diffusers config folder for a single-file checkpoint (default: the configs
+    diffusers infers, from the hub cache). device defaults to CUDA when present;
+    dtype to float16 on CUDA, float32 on CPU. If loading fails the previously
+    loaded model stays loaded.
+    """
+    dev = _device(device)
+    dt = _dtype(dtype, dev)
+    source = resolve(name, config)
+    key = (source, str(dev), dt)
+    cached = _CACHE.get(key)
+    if cached is not None:
+        return cached
+    pipe, path, hash_files = load_pipeline(source, name, dt, allow_pickle)
+    model = _describe(name, pipe, dev, dt, path, hash_files)
+    _CACHE.clear()  # only now: a failed load above leaves the previous model usable
+    try:
+        _place(model)
+    except (RuntimeError, torch.OutOfMemoryError) as err:
+        raise ModelLoadError(f"could not move {name!r} to {dev} as {dt}: {err}") from err
+    _CACHE.put(key, model)
+    return model
+
+
+def loaded_model() -> LoadedModel | None:
+    """The model in memory, if any."""
+    return _CACHE.current
+
+
+def unload_model() -> None:
+    """Free the model in memory."""
+    _CACHE.clear()
+
+
+# ------------------------------------------------------------------ devices and dtypes
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() \
+            else torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ModelLoadError(f"unknown device {device!r}; use 'cpu' or 'cuda'") from err
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelLoadError("CUDA is not available on this machine; use device='cpu'")
+        return torch.device("cuda", torch.cuda.current_device() if dev.index is None else dev.index)
+    return dev
+
+
+def _dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if dtype is None:
+        return torch.float32 if device.type == "cpu" else torch.float16
+    dt = _DTYPES.get(dtype.lower()) if isinstance(dtype, str) else dtype
+    if dt not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ModelLoadError(f"unsupported dtype {dtype!r}; use float32, float16 or bfloat16")
+    if dt == torch.float16 and device.type == "cpu":
+        raise ModelLoadError("float16 is not supported on the CPU; use float32 (or bfloat16)")
+    return dt
+
+
+# ------------------------------------------------------------------ describing and placing
+
+
+def _family(pipe: Any, prediction_type: str) -> str:
+    cfg = pipe.unet.config
+    if isinstance(pipe, StableDiffusionXLPipeline) or cfg.get("addition_embed_type") == "text_time":
+        return "sdxl"
+    if cfg.get("cross_attention_dim") == 1024 or prediction_type == "v_prediction":
+        return "sd2"
+    return "sd1"
+
+
+def _check_supported(name: str, pipe: Any, prediction_type: str) -> None:
+    """Refuse models whose UNet or scheduler this engine cannot drive."""
+    cfg = pipe.unet.config
+    if cfg.in_channels != cfg.out_channels:
+        raise UnsupportedModelError(f"{name!r} is an inpainting-style model ({cfg.in_channels} input "
+                                    "channels); use a text-to-image checkpoint")
+    if cfg.get("time_cond_proj_dim") is not None:
+        raise UnsupportedModelError(f"{name!r} is a guidance-distilled (LCM-style) UNet, not supported")
+    if prediction_type not in ("epsilon", "v_prediction"):
+        raise UnsupportedModelError(f"{name!r} predicts {prediction_type!r}; only epsilon and "
+                                    "v-prediction models are supported")
+    if getattr(pipe.scheduler, "alphas_cumprod", None) is None:
+        raise UnsupportedModelError(f"{name!r} has a {type(pipe.scheduler).__name__} without a DDPM "
+                                    "noise schedule (alphas_cumprod); not an SD-family model")
+    if isinstance(pipe, StableDiffusionXLPipeline):
+        te2 = pipe.text_encoder_2
+        want = 6 * cfg.addition_time_embed_dim + (te2.config.projection_dim if te2 is not None else -1)
+        if pipe.text_encoder is None or want != cfg.projection_class_embeddings_input_dim:
+            raise UnsupportedModelError(f"{name!r} looks like an SDXL refiner (no first text encoder "
+                                        "or aesthetic-score time ids); use an SDXL base model")
+
+
+def _describe(name: str, pipe: Any, device: torch.device, dtype: torch.dtype, path: Path,
+              hash_files: tuple[Path, ...]) -> LoadedModel:
+    prediction_type = pipe.scheduler.config.get("prediction_type", "epsilon")
+    _check_supported(name, pipe, prediction_type)
+    scale = int(pipe.vae_scale_factor)
+    sigmas = train_sigmas_from_alphas_cumprod(torch.as_tensor(pipe.scheduler.alphas_cumprod)).float()
+    return LoadedModel(
+        name=name, family=_family(pipe, prediction_type), pipe=pipe, prediction_type=prediction_type,
+        train_sigmas=sigmas, scheduler_config=dict(pipe.scheduler.config), device=device, dtype=dtype,
+        latent_channels=int(pipe.unet.config.in_channels), vae_scale_factor=scale,
+        default_size=int(pipe.unet.config.sample_size) * scale, path=path, hash_files=hash_files)
+
+
+def _place(model: LoadedModel) -> None:
+    """Move to the device; keep SDXL's VAE in float32 where fp16 overflows; use PyTorch SDPA."""
+    pipe = model.pipe
+    pipe.to(model.device)
+    # SDXL's VAE overflows in float16 unless it was fine-tuned not to (force_upcast False),
+    # the same rule diffusers' SDXL pipelines apply before decoding.
+    if model.family == "sdxl" and model.dtype == torch.float16 and pipe.vae.config.get("force_upcast", True):
+        pipe.vae.to(torch.float32)
+    pipe.unet.set_attn_processor(AttnProcessor2_0())
+    pipe.vae.set_attn_processor(AttnProcessor2_0())
+    pipe.set_progress_bar_config(disable=True)
