@@ -7,13 +7,12 @@ on, the cell labels ("Steps: 20"; bare values for Sampler and Checkpoint), and
 writing values back as JSON or as text that parses to the same values.
 
 Decisions (where A1111 differs, ours is the one documented here):
-- "a-b [n]" on whole-number axes rounds half up (A1111 truncates with int()).
-- "a-b" and "a-b (+s)" include b whenever the steps land on it, in either
-  direction ("10-1 (-3)" is 10, 7, 4, 1); a step pointing away from b is refused.
-- Every value is checked against the axis's range; an axis takes at most
-  MAX_AXIS_VALUES values, and a range that would make more is refused unmade.
-- Range-made floats are rounded to 10 decimals (0.1-0.3 (+0.1) gives 0.3, not
-  0.30000000000000004), clamped into [a, b].
+- "a-b [n]" on whole-number axes truncates toward zero, as A1111 does with int()
+  ("1-10 [5]" is 1, 3, 5, 7, 10, the A1111 wiki's example), but on the exact
+  value, not on numpy's float, so 7 never comes out as 6.
+- "a-b (+s)" includes b when the steps land on it, either way ("10-1 (-3)": 10, 7,
+  4, 1; A1111 drops the 1); a step away from b is refused, as are ranges making
+  more than MAX_AXIS_VALUES values. Range floats are rounded to 10 decimals.
 - Text items are CSV (quotes allowed), stripped; empty items are dropped. A JSON
   list keeps Prompt S/R and negative-prompt items verbatim (empty allowed after
   the first Prompt S/R item), which text cannot express.
@@ -109,8 +108,7 @@ def _key(name: str) -> str:
 _ALIASES: dict[str, str] = {
     **{_key(t.name): t.name for t in AXES.values()},
     **{_key(t.label): t.name for t in AXES.values()},
-    "cfg": "cfg", "sigma noise": "s_noise", "s noise": "s_noise", "checkpoint": "model",
-    "prompt sr": "prompt_sr", "scheduler": "schedule", "schedule": "schedule",
+    "checkpoint": "model", "scheduler": "schedule",
 }
 
 
@@ -198,8 +196,9 @@ def _count(t: AxisType, item: str, n: int) -> None:
 def _int_range(t: AxisType, item: str, a: int, b: int, step: int | None, count: int | None) -> list[int]:
     if count is not None:
         d = max(count - 1, 1)
-        # Integer arithmetic, rounding half up: exact even for 20-digit seeds.
-        return [(2 * (a * d + (b - a) * i) + d) // (2 * d) for i in range(count)]
+        # Exact integer arithmetic (20-digit seeds lose nothing), truncated toward zero.
+        nums = (a * d + (b - a) * i for i in range(count))
+        return [n // d if n >= 0 else -(-n // d) for n in nums]
     step = step if step is not None else (1 if b >= a else -1)
     _check_step(t, item, a, b, step)
     _count(t, item, (b - a) // step + 1)

@@ -28,7 +28,7 @@ from typing import Any
 
 import samplers
 from grids import axes
-from grids.axes import MAX_SEED, MAX_SIDE, AxisError, SamplerValue, Size
+from grids.axes import MAX_SEED, MAX_SIDE, AxisError, SamplerValue
 from grids.cells import Cell, CellSpec
 
 _RANDOM_SEEDS = 4294967294  # A1111's get_fixed_seed: random.randrange(4294967294)

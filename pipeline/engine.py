@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from pipeline.cells import CellResult, CellState, Progress
-from pipeline.denoiser import ModelDenoiser, Row
 from pipeline.decode import Decoder
+from pipeline.denoiser import ModelDenoiser
 
 CPU_MAX_ROWS = 16
 

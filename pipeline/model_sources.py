@@ -29,6 +29,8 @@ PIPELINES: dict[str, type] = {
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
 # Component libraries a diffusers folder may name; anything else would need custom code.
 _LIBRARIES = {"diffusers", "transformers"}
+# Optional components the app never uses: neither loaded nor checked nor downloaded.
+UNUSED_COMPONENTS = {"safety_checker": None, "feature_extractor": None, "image_encoder": None}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -115,10 +117,11 @@ def _hub_folder(repo: str) -> Path:
     cls = _pipeline_class(_read_index(index.parent), repo)
     try:
         # diffusers picks the files the pipeline needs (and falls back to the cache when offline).
-        return Path(cls.download(repo, use_safetensors=True, safety_checker=None,
-                                 feature_extractor=None, **kw))
+        return Path(cls.download(repo, use_safetensors=True, **UNUSED_COMPONENTS, **kw))
     except (OSError, ValueError) as err:
-        raise _not_cached(repo) from err
+        if _offline():
+            raise _not_cached(repo) from err
+        raise ModelLoadError(f"could not get {repo!r} from the hub or the local cache: {err}") from err
 
 
 # ------------------------------------------------------------------ loading
@@ -167,7 +170,8 @@ def _check_weights(folder: Path, index: dict[str, Any], allow_pickle: bool) -> N
 
     for comp, spec in index.items():
         sub = folder / comp
-        if comp.startswith("_") or not isinstance(spec, list) or spec[0] is None or not sub.is_dir():
+        if comp.startswith("_") or comp in UNUSED_COMPONENTS or not isinstance(spec, list) \
+                or spec[0] is None or not sub.is_dir():
             continue
         safe = sorted(sub.glob("*.safetensors"))
         if not safe and any(p.suffix in PICKLE_SUFFIXES for p in sub.iterdir()) and not allow_pickle:
@@ -187,13 +191,19 @@ def _load_folder(folder: Path, name: str, dtype: torch.dtype, allow_pickle: bool
     index = _read_index(folder)
     cls = _pipeline_class(index, str(folder))
     _check_weights(folder, index, allow_pickle)
-    extra = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False} \
-        if cls is StableDiffusionPipeline else {}
     try:
-        return cls.from_pretrained(str(folder), torch_dtype=dtype, local_files_only=True,
-                                   use_safetensors=None if allow_pickle else True, **extra)
+        return cls.from_pretrained(str(folder), dtype=dtype, local_files_only=True,
+                                   use_safetensors=None if allow_pickle else True, **_extra(cls))
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
-        raise ModelLoadError(f"could not load {name!r} from {folder}: {err}") from err
+        raise ModelLoadError(f"could not load {name!r} from {folder}: {err} (the folder may be "
+                             "incomplete or damaged; download it again)") from err
+
+
+def _extra(cls: type) -> dict[str, Any]:
+    """Loading arguments that leave out the components the app never uses."""
+    if cls is StableDiffusionPipeline:
+        return {**UNUSED_COMPONENTS, "requires_safety_checker": False}
+    return {"image_encoder": None, "feature_extractor": None}
 
 
 def _unet_weights(folder: Path) -> tuple[Path, ...]:
@@ -267,9 +277,7 @@ def _load_single_file(path: Path, name: str, dtype: torch.dtype, allow_pickle: b
     if config is not None:
         _read_index(Path(config))  # a clear error for a config that is not a diffusers folder
     cfg = config or _single_file_config(kind)
-    extra = {"safety_checker": None, "requires_safety_checker": False} \
-        if cls is StableDiffusionPipeline else {}
     try:
-        return cls.from_single_file(str(path), config=cfg, local_files_only=True, torch_dtype=dtype, **extra)
+        return cls.from_single_file(str(path), config=cfg, local_files_only=True, dtype=dtype, **_extra(cls))
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
         raise ModelLoadError(f"could not load {name!r} as a {kind} checkpoint: {err}") from err

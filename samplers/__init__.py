@@ -18,14 +18,32 @@ import torch
 from torch import Tensor
 
 from samplers import (  # noqa: F401  (importing registers the samplers)
-    ddim, deis, dpm2, dpm_solver, dpmpp, dpmpp_sde, er_sde, euler, ipndm, lcm, lms, plms,
-    res_multistep, restart, unipc,
+    ddim,
+    deis,
+    diffusers_adapter,
+    dpm2,
+    dpm_solver,
+    dpmpp,
+    dpmpp_sde,
+    er_sde,
+    euler,
+    ipndm,
+    lcm,
+    lms,
+    plms,
+    res_multistep,
+    restart,
+    schedules,
+    unipc,
 )
-from samplers import diffusers_adapter, schedules
 from samplers.noise import CellNoise, sigma_range
 from samplers.protocol import Denoiser, NonFiniteError, drive
 from samplers.registry import (
-    SamplerInfo, SamplerOptionError, UnknownSamplerError, registered, suggest,
+    SamplerInfo,
+    SamplerOptionError,
+    UnknownSamplerError,
+    registered,
+    suggest,
 )
 
 __all__ = [

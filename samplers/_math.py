@@ -128,4 +128,4 @@ def gauss_legendre(a: float, b: float, points: int = 16) -> list[tuple[float, fl
     """
     nodes, weights = _legendre_rule(points)
     half, mid = (b - a) / 2, (a + b) / 2
-    return [(mid + half * u, half * w) for u, w in zip(nodes, weights)]
+    return [(mid + half * u, half * w) for u, w in zip(nodes, weights, strict=True)]

@@ -28,8 +28,11 @@ nodes tau(sigma_i), ..., tau(sigma_{i-r+1}). deis_mode picks tau:
   the same order except for the last step.
 
 The first steps use the eps values there are (order 1, 2, ...); the first
-step is an Euler step. The step to sigma = 0 is first order and returns the
-denoised estimate. ComfyUI computes the tAB integrals with a 10000-point
+step is an Euler step. Its O(h^2) error is tiny at sigma_max, where the
+trajectory is nearly straight, so the measured order over 8..64 Karras steps
+is the method's own (2.8 for order 3) but falls towards 2 at many steps.
+The step to sigma = 0 is first order and returns the denoised estimate.
+ComfyUI computes the tAB integrals with a 10000-point
 Riemann sum (relative error ~1e-5); here a 16-point Gauss-Legendre rule gives
 them to about machine precision. The results differ by ~1e-6 RMS on data of
 scale 1 at 20 Karras steps.

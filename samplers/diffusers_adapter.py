@@ -238,7 +238,7 @@ def _info(name: str, class_name: str, preset: dict[str, Any], description: str) 
         default_schedule=None, description=description, family="diffusers", options=options)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def info_for(name: str) -> SamplerInfo:
     """SamplerInfo for "diffusers:<Class>" or a registered "<name> (diffusers)" entry."""
     if name.startswith(PREFIX):

@@ -20,15 +20,18 @@ with the Adams-Bashforth weights b of the current order (Hairer, Norsett,
 Wanner, "Solving Ordinary Differential Equations I", section III.1, table 1.1):
 (1), (3, -1)/2, (23, -16, 5)/12, (55, -59, 37, -9)/24. These weights are the
 ones for equal steps; ComfyUI's "ipndm" applies them to whatever schedule it is
-given, and so does this module (on unequal steps that costs accuracy order:
-see the tests). The last step to sigma = 0 returns the denoised estimate, the
-first-order step there.
+given, and so does this module. On unequal steps that costs order: measured
+on the analytic Gaussian, the error falls like steps^-3.9 on equal steps in
+sigma but like steps^-2.1 on Karras steps (the step-size ratio's drift leaves
+an O(h^3) local error). The last step to sigma = 0 returns the denoised
+estimate, the first-order step there.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from itertools import pairwise
+
 from torch import Tensor
 
 from samplers._math import int_option
@@ -59,8 +62,8 @@ def adams_bashforth_slope(slopes_newest_first: list[Tensor] | deque[Tensor]) -> 
 
 @register(
     "iPNDM", kind="deterministic", calls_per_step=1, default_schedule="Karras",
-    description="Improved PNDM: a fourth-order multistep solver that reuses the last three model "
-                "outputs, one call per step, with a cheap low-order start.",
+    description="Improved PNDM: a multistep solver that reuses the last three model outputs, one "
+                "call per step; fourth order on evenly spaced steps, second order on Karras steps.",
 )
 def ipndm(x: Tensor, sigmas: Tensor, noise: CellNoise, *, max_order: int = 4) -> SamplerGenerator:
     """iPNDM with Adams-Bashforth orders up to max_order (1..4); 1 call per step, no noise."""

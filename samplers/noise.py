@@ -75,10 +75,11 @@ class CellNoise:
     def _tree_for(self, like: Tensor) -> torchsde.BrownianTree:
         if self._tree is None or self._tree_shape != like.shape:
             w0 = torch.zeros(like.shape, dtype=torch.float64)
-            # torchsde rounds its interval ends; a hair of slack keeps queries
-            # at the exact ends inside it (no "ta>=t0" warnings).
+            # torchsde rounds its interval ends to ~1e-6; a little slack keeps
+            # queries at the exact ends inside it (no "ta>=t0" warnings).
+            slack = min(2e-6, self.sigma_min / 2)
             self._tree = torchsde.BrownianTree(
-                t0=self.sigma_min * (1 - 1e-6), w0=w0, t1=self.sigma_max * (1 + 1e-6),
+                t0=self.sigma_min - slack, w0=w0, t1=self.sigma_max + 2e-6,
                 entropy=self.seed, tol=1e-6, pool_size=24,
             )
             self._tree_shape = like.shape

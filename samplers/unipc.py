@@ -25,10 +25,11 @@ phi being the exponential-integrator phi functions (paper Section 3).
 Steps start at order 1 and rise as history accumulates; with lower_order_final
 the last steps drop back (order min(order, steps left)), which steadies very
 short runs; on a schedule that stops short of 0 that last, uncorrected order-1
-step caps the asymptotic order at 2 (as in the paper's code). A final step to sigma = 0 is always the data-prediction limit of
-the first-order step: sigma_t / sigma_s -> 0 and e^{-h} - 1 -> -1 give
-x_0 = m_s, the last denoised estimate (higher orders have no finite limit
-there, their differences in lambda blow up at lambda = +inf).
+step caps the asymptotic order at 2 (as in the paper's code). A final step to
+sigma = 0 is always the data-prediction limit of the first-order step:
+sigma_t / sigma_s -> 0 and e^{-h} - 1 -> -1 give x_0 = m_s, the last denoised
+estimate (higher orders have no finite limit there: their differences in
+lambda blow up at lambda = +inf).
 
 Schedule: AUTOMATIC1111 runs UniPC on its own timesteps, uniform in the
 training time; of our schedule types "Normal" (uniform in training time

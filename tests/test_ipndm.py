@@ -40,7 +40,7 @@ def fitted_order(schedule, steps, **options) -> float:
     log_e = [math.log(rms(samplers.sample("iPNDM", GAUSS.denoiser, x0, schedule(n), **options), exact))
              for n in steps]
     mean_n, mean_e = sum(log_n) / len(log_n), sum(log_e) / len(log_e)
-    cov = sum((a - mean_n) * (b - mean_e) for a, b in zip(log_n, log_e))
+    cov = sum((a - mean_n) * (b - mean_e) for a, b in zip(log_n, log_e, strict=True))
     return -cov / sum((a - mean_n) ** 2 for a in log_n)
 
 

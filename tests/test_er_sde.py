@@ -1,0 +1,227 @@
+"""ER-SDE against the analytic Gaussian: its integrals, the noise-free solver's order, the
+distribution of its samples, Brownian-path consistency, determinism per seed, options.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from scipy.integrate import quad
+
+import samplers
+from samplers.er_sde import noise_scale, stage_integrals
+from samplers.noise import CellNoise, sigma_range
+from samplers.protocol import drive
+from samplers.registry import SamplerOptionError
+from tests.analytic import Gaussian, karras_sigmas, start
+
+GAUSS = Gaussian()
+SIGMA_MAX = 14.6
+SIGMA_END = 0.05
+
+
+def rms(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).pow(2).mean().sqrt())
+
+
+def karras_steps(n: int, end: float = SIGMA_END) -> torch.Tensor:
+    """n Karras steps from SIGMA_MAX to `end` (> 0), no final 0."""
+    return karras_sigmas(n + 1, sigma_min=end, sigma_max=SIGMA_MAX)[:-1]
+
+
+def log_phi_slope(sigma: float) -> float:
+    """phi'(sigma) / phi(sigma) for phi(sigma) = sigma (exp(sigma^0.3) + 10)."""
+    e = math.exp(sigma**0.3)
+    return 1 / sigma + 0.3 * sigma**-0.7 * e / (e + 10)
+
+
+def drift_exact(x0: torch.Tensor, sigma0: float, sigma1: float) -> torch.Tensor:
+    """Exact solution of the noise-free ER-SDE, dx/dsigma = (phi'/phi)(x - D), for the Gaussian.
+
+    With y = x - mu and D - mu = s^2 / (s^2 + sigma^2) y, y' = (phi'/phi) sigma^2 / (s^2 + sigma^2) y.
+    """
+    rate = quad(lambda s: log_phi_slope(s) * s * s / (GAUSS.s**2 + s * s), sigma1, sigma0,
+                epsabs=1e-14, epsrel=1e-13, limit=200)[0]
+    return GAUSS.mu + (x0 - GAUSS.mu) * math.exp(-rate)
+
+
+def fitted_order(steps, **options) -> float:
+    """Slope of -log(error) vs log(steps) of the noise-free solver against drift_exact at SIGMA_END."""
+    x0 = start((256, 2), SIGMA_MAX, seed=1)
+    exact = drift_exact(x0, SIGMA_MAX, SIGMA_END)
+    log_n = [math.log(n) for n in steps]
+    log_e = [math.log(rms(samplers.sample("ER-SDE", GAUSS.denoiser, x0, karras_steps(n), s_noise=0.0,
+                                          **options), exact)) for n in steps]
+    mean_n, mean_e = sum(log_n) / len(log_n), sum(log_e) / len(log_e)
+    cov = sum((a - mean_n) * (b - mean_e) for a, b in zip(log_n, log_e, strict=True))
+    return -cov / sum((a - mean_n) ** 2 for a in log_n)
+
+
+class CountingNoise(CellNoise):
+    """A CellNoise that counts Gaussian and Brownian draws separately."""
+
+    gaussians = 0
+    brownians = 0
+
+    def gaussian(self, like):
+        self.gaussians += 1
+        return super().gaussian(like)
+
+    def brownian(self, sigma, sigma_next, like):
+        self.brownians += 1
+        return super().brownian(sigma, sigma_next, like)
+
+
+class FreshNoise(CellNoise):
+    """The fresh-noise variant (as ComfyUI draws it): an independent N(0, I) for every step."""
+
+    def brownian(self, sigma, sigma_next, like):
+        return self.gaussian(like)
+
+
+def run(sigmas: torch.Tensor, noise: CellNoise, x0: torch.Tensor, **options) -> tuple[torch.Tensor, int]:
+    return drive(samplers.start_generator("ER-SDE", x0, sigmas, noise, **options), GAUSS.denoiser, sigmas)
+
+
+def test_registered_as_an_sde_sampler():
+    info = samplers.info("ER-SDE")
+    assert (info.kind, info.calls_per_step, info.default_schedule) == ("sde", 1, "Karras")
+    assert info.options == {"s_noise": 1.0, "max_stage": 3}
+    assert 20 <= len(info.description) <= 300 and info.description.endswith(".")
+
+
+# --- the step's ingredients ------------------------------------------------------------------
+
+@pytest.mark.parametrize("sigma, sigma_next", [(14.6, 9.0), (1.0, 0.7), (0.05, 0.03)])
+def test_stage_integrals(sigma, sigma_next):
+    s1 = quad(lambda s: 1 / noise_scale(s), sigma_next, sigma, epsrel=1e-13)[0]
+    s2 = quad(lambda s: (s - sigma) / noise_scale(s), sigma_next, sigma, epsrel=1e-13)[0]
+    assert stage_integrals(sigma, sigma_next) == pytest.approx((s1, s2), rel=1e-11)
+
+
+def test_noise_free_first_step_is_the_stage_one_formula():
+    sig = karras_steps(1)
+    s, s_next = float(sig[0]), float(sig[1])
+    x0 = start((64, 2), SIGMA_MAX, seed=2)
+    r = noise_scale(s_next) / noise_scale(s)
+    d = GAUSS.denoiser(x0, torch.full((64,), s, dtype=torch.float64))
+    got = samplers.sample("ER-SDE", GAUSS.denoiser, x0, sig, s_noise=0.0)
+    assert rms(got, r * x0 + (1 - r) * d) < 1e-15
+
+
+# --- the noise-free solver (s_noise = 0) -----------------------------------------------------
+
+@pytest.mark.parametrize("max_stage, low, high", [
+    (3, 1.95, 2.6),   # measured 2.34 (slopes 2.56, 2.33, 2.14 between 8/16/32/64 steps; 2.06 to 128)
+    (2, 1.95, 2.5),   # measured 2.19
+    (1, 0.85, 1.15),  # measured 0.96
+])
+def test_noise_free_order(max_stage, low, high):
+    # Stage 3's derivative estimates are backward differences (first-order accurate), so the
+    # full solver is second order, not third: the slope tends to 2 as steps grow.
+    assert low <= fitted_order((8, 16, 32, 64), max_stage=max_stage) <= high
+
+
+def test_noise_free_run_to_zero_solves_the_drift_not_the_probability_flow():
+    # measured against the drift's exact solution: 5.9e-3 (16 steps), 5.9e-4 (64); against the
+    # probability-flow ODE's 0.28 at any step count: without its noise the SDE under-disperses.
+    x0 = start((256, 2), SIGMA_MAX, seed=1)
+    drift = drift_exact(x0, SIGMA_MAX, 0.0)
+    err = {n: samplers.sample("ER-SDE", GAUSS.denoiser, x0, karras_sigmas(n), s_noise=0.0) for n in (16, 64)}
+    assert rms(err[64], drift) < 1e-3 < 5e-3 < rms(err[16], drift)
+    assert rms(err[64], GAUSS.exact(x0, SIGMA_MAX, 0.0)) > 0.2
+    assert float(err[64].std()) < 0.75 * float(GAUSS.exact(x0, SIGMA_MAX, 0.0).std())
+
+
+def test_noise_free_draws_no_noise_and_ignores_the_seed():
+    sig = karras_sigmas(10)
+    x0 = start((64, 2), SIGMA_MAX, seed=3)
+    noise = CountingNoise(1, *sigma_range(sig))
+    a, _ = run(sig, noise, x0, s_noise=0.0)
+    assert noise.gaussians == noise.brownians == 0
+    assert torch.equal(a, samplers.sample("ER-SDE", GAUSS.denoiser, x0, sig, seed=2, s_noise=0.0))
+
+
+# --- the SDE (s_noise = 1) -------------------------------------------------------------------
+
+def test_one_call_and_one_brownian_increment_per_step():
+    sig = karras_sigmas(10)
+    noise = CountingNoise(1, *sigma_range(sig))
+    _, calls = run(sig, noise, start((64, 2), SIGMA_MAX, seed=3))
+    assert calls == 10
+    assert noise.brownians == 9 and noise.gaussians == 0  # none on the final step to 0
+
+
+def test_same_seed_is_bit_identical_other_seeds_differ():
+    sig = karras_sigmas(15)
+    x0 = start((64, 2), SIGMA_MAX, seed=4)
+    a = samplers.sample("ER-SDE", GAUSS.denoiser, x0, sig, seed=7)
+    b = samplers.sample("ER-SDE", GAUSS.denoiser, x0, sig, seed=7)
+    c = samplers.sample("ER-SDE", GAUSS.denoiser, x0, sig, seed=8)
+    assert torch.equal(a, b)
+    assert rms(a, c) > 0.1
+
+
+def test_noise_keeps_each_sample_away_from_the_ode_solution():
+    # per seed the SDE does not converge to the deterministic answer: measured RMS distance to the
+    # PF-ODE solution 0.65 at 20 and at 80 steps, on data of std 0.8
+    x0 = start((256, 2), SIGMA_MAX, seed=1)
+    exact = GAUSS.exact(x0, SIGMA_MAX, 0.0)
+    for n in (20, 80):
+        assert rms(samplers.sample("ER-SDE", GAUSS.denoiser, x0, karras_sigmas(n), seed=3), exact) > 0.4
+
+
+def test_samples_have_the_data_distribution():
+    # 4000 independent samples (one seed, each element its own noise): measured mean 0.4914,
+    # std 0.8076 at 50 steps for mu = 0.5, s = 0.8; standard errors 0.0126 and 0.0089.
+    n = 4000
+    x = samplers.sample("ER-SDE", GAUSS.denoiser, start((n,), SIGMA_MAX, seed=3), karras_sigmas(50), seed=5)
+    se_mean, se_std = GAUSS.s / math.sqrt(n), GAUSS.s / math.sqrt(2 * (n - 1))
+    assert abs(float(x.mean()) - GAUSS.mu) < 3 * se_mean
+    assert abs(float(x.std()) - GAUSS.s) < 3 * se_std
+
+
+def test_brownian_path_keeps_step_counts_consistent():
+    # measured n vs 2n RMS distance, Brownian path vs fresh noise per step:
+    # n=10: 0.044 vs 0.35, n=20: 0.017 vs 0.35, n=40: 0.008 vs 0.34
+    x0 = start((256, 2), SIGMA_MAX, seed=1)
+
+    def result(n: int, kind: type[CellNoise]) -> torch.Tensor:
+        sig = karras_sigmas(n)
+        return run(sig, kind(7, *sigma_range(sig)), x0)[0]
+
+    brownian = [rms(result(n, CellNoise), result(2 * n, CellNoise)) for n in (10, 20)]
+    fresh = [rms(result(n, FreshNoise), result(2 * n, FreshNoise)) for n in (10, 20)]
+    assert brownian[0] < 0.25 * fresh[0] and brownian[1] < 0.1 * fresh[1]
+    assert brownian[1] < 0.6 * brownian[0]  # and the Brownian runs keep getting closer
+    assert min(fresh) > 0.2
+
+
+def test_s_noise_scales_the_injected_noise():
+    sig = karras_sigmas(10)
+    x0 = start((256, 2), SIGMA_MAX, seed=1)
+    free = samplers.sample("ER-SDE", GAUSS.denoiser, x0, sig, s_noise=0.0)
+    half = samplers.sample("ER-SDE", GAUSS.denoiser, x0, sig, seed=3, s_noise=0.5)
+    full = samplers.sample("ER-SDE", GAUSS.denoiser, x0, sig, seed=3, s_noise=1.0)
+    assert 0 < rms(half, free) < rms(full, free)
+
+
+def test_float32_matches_float64():
+    sig = karras_sigmas(20)
+    x0 = start((64, 2), SIGMA_MAX, seed=6)
+    a = samplers.sample("ER-SDE", GAUSS.denoiser, x0, sig, seed=1)
+    b = samplers.sample("ER-SDE", GAUSS.denoiser, x0.float(), sig.float(), seed=1)
+    assert b.dtype == torch.float32
+    assert rms(a, b.double()) < 1e-4
+
+
+@pytest.mark.parametrize("options, what", [
+    ({"s_noise": -0.1}, "s_noise"), ({"s_noise": float("nan")}, "s_noise"), ({"s_noise": "1"}, "s_noise"),
+    ({"max_stage": 0}, "max_stage"), ({"max_stage": 4}, "max_stage"), ({"max_stage": 2.5}, "max_stage"),
+    ({"eta": 1.0}, "eta"),
+])
+def test_rejects_bad_options(options, what):
+    with pytest.raises(SamplerOptionError, match=what):
+        samplers.sample("ER-SDE", GAUSS.denoiser, start((4, 2), SIGMA_MAX), karras_sigmas(4), **options)
