@@ -40,7 +40,7 @@ class CellResult:
 
 
 @dataclass
-class Conditioning:
+class RowConditioning:
     """The prompt conditioning one cell's rows carry (shared between cells with the same prompts)."""
 
     cond: Tensor
@@ -53,7 +53,7 @@ class Conditioning:
 class CellState:
     """One cell's sampler generator, its pending request and its bookkeeping."""
 
-    def __init__(self, index: int, spec: Any, gen, sigmas: Tensor, cond: Conditioning) -> None:
+    def __init__(self, index: int, spec: Any, gen, sigmas: Tensor, cond: RowConditioning) -> None:
         self.index = index
         self.spec = spec
         self.gen = gen

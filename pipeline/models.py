@@ -40,8 +40,8 @@ class LoadedModel:
     """A loaded pipeline and what the engine needs to know about it.
 
     train_sigmas: ascending float32 training sigmas sqrt((1 - a) / a) from the
-    scheduler's alphas_cumprod. default_size: UNet sample_size times the VAE
-    scale factor, in pixels. model_hash: A1111's short hash, the first 10 hex
+    scheduler's alphas_cumprod. default_size: (width, height) in pixels, the
+    UNet's sample_size times the VAE scale factor. model_hash: A1111's short hash, the first 10 hex
     digits of a sha256 — of the checkpoint file for a single file, of the UNet
     weights file(s) for a diffusers folder or hub snapshot; computed on first use.
     """
@@ -56,7 +56,7 @@ class LoadedModel:
     dtype: torch.dtype
     latent_channels: int
     vae_scale_factor: int
-    default_size: int
+    default_size: tuple[int, int]
     path: Path
     hash_files: tuple[Path, ...] = ()
     _hash: str | None = field(default=None, repr=False)
@@ -223,7 +223,7 @@ def _describe(name: str, pipe: Any, device: torch.device, dtype: torch.dtype, pa
         name=name, family=_family(pipe, prediction_type), pipe=pipe, prediction_type=prediction_type,
         train_sigmas=sigmas, scheduler_config=dict(pipe.scheduler.config), device=device, dtype=dtype,
         latent_channels=int(pipe.unet.config.in_channels), vae_scale_factor=scale,
-        default_size=int(pipe.unet.config.sample_size) * scale, path=path, hash_files=hash_files)
+        default_size=(int(pipe.unet.config.sample_size) * scale,) * 2, path=path, hash_files=hash_files)
 
 
 def _place(model: LoadedModel) -> None:

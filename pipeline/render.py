@@ -16,7 +16,7 @@ from torch import Tensor
 import samplers
 from pipeline import prompts
 from pipeline.cache import CellCache
-from pipeline.cells import CellResult, CellState, Conditioning, Progress
+from pipeline.cells import CellResult, CellState, Progress, RowConditioning
 from pipeline.decode import Decoder
 from pipeline.denoiser import ModelDenoiser
 from pipeline.engine import RunOptions, TickLoop, latent_noise
@@ -52,7 +52,7 @@ def latent_shape(spec: Any, model: LoadedModel) -> tuple[int, int, int, int]:
     return (1, model.latent_channels, spec.height // f, spec.width // f)
 
 
-def start_cell(index: int, spec: Any, model: LoadedModel, cond: Conditioning) -> CellState:
+def start_cell(index: int, spec: Any, model: LoadedModel, cond: RowConditioning) -> CellState:
     """A cell's noise, sigmas and sampler generator, ready for the tick loop."""
     sig, options = cell_sigmas(spec, model)
     device = model.device
@@ -65,20 +65,21 @@ def start_cell(index: int, spec: Any, model: LoadedModel, cond: Conditioning) ->
 
 
 class ConditioningCache:
-    """Each distinct (prompt, negative prompt, size) encoded once per grid."""
+    """Each distinct prompt text encoded once per grid; rows' conditioning per (prompts, size)."""
 
     def __init__(self, model: LoadedModel) -> None:
         self.model = model
-        self._items: dict[tuple, Conditioning] = {}
+        self.prompts = prompts.PromptCache(model)
+        self._items: dict[tuple, RowConditioning] = {}
 
-    def get(self, spec: Any) -> Conditioning:
+    def get(self, spec: Any) -> RowConditioning:
         key = (spec.prompt, spec.negative_prompt, spec.width, spec.height)
         if key not in self._items:
-            cond, uncond = prompts.encode_pair(self.model, spec.prompt, spec.negative_prompt)
+            cond, uncond = self.prompts.pair(spec.prompt, spec.negative_prompt)
             time_ids = None
             if self.model.family == "sdxl":
                 time_ids = prompts.sdxl_time_ids(spec.width, spec.height)
-            self._items[key] = Conditioning(
+            self._items[key] = RowConditioning(
                 cond=cond.embeds, uncond=uncond.embeds, pooled=cond.pooled,
                 uncond_pooled=uncond.pooled, time_ids=time_ids)
         return self._items[key]
@@ -92,28 +93,41 @@ def _estimate_calls(spec: Any) -> int:
 def render(cells: Sequence[Any], options: RunOptions | None = None, *,
            cache: CellCache | None = None,
            loader: Callable[[str], LoadedModel] = load_model) -> list[CellResult]:
-    """Render cells (CellSpecs) batched across cells; results in input order."""
+    """Render cells (grids.CellSpec) batched across cells; one result per cell, in order.
+
+    Cells without a width/height get the model's default size; each result
+    carries the sized spec. Models are loaded one after another (the model
+    cache keeps one in memory). Cached cells are delivered first, at once.
+    """
     options = options or RunOptions()
     results: list[CellResult | None] = [None] * len(cells)
     progress = Progress(cells_total=len(cells), calls_total=sum(_estimate_calls(c) for c in cells))
-    todo: dict[str, list[int]] = {}
+    by_model: dict[str, list[int]] = {}
     for i, spec in enumerate(cells):
-        hit = cache.get(spec.key()) if cache is not None else None
-        if hit is not None:
-            results[i] = _deliver(i, CellResult(**{**hit.__dict__, "spec": spec, "cached": True}),
-                                  options, progress)
-        else:
-            todo.setdefault(spec.model, []).append(i)
-    for model_name, indices in todo.items():
+        by_model.setdefault(spec.model, []).append(i)
+    for model_name, indices in by_model.items():
         if options.should_stop and options.should_stop():
             break
-        _render_model(loader(model_name), cells, indices, options, progress, results)
+        model = loader(model_name)
+        sized = {i: cells[i].sized(model.default_size) for i in indices}
+        todo = []
+        for i in indices:
+            hit = cache.get(sized[i].key()) if cache is not None else None
+            if hit is None:
+                todo.append(i)
+            else:
+                cached = CellResult(**{**hit.__dict__, "spec": sized[i], "cached": True})
+                results[i] = _deliver(i, cached, options, progress)
+        if todo:
+            _render_model(model, sized, todo, options, progress, results)
+        if cache is not None:
+            for i in todo:
+                if results[i] is not None:
+                    cache.put(sized[i].key(), results[i])
     for i, spec in enumerate(cells):
         if results[i] is None:
             results[i] = CellResult(spec=spec, image=None, latents=None, model_calls=0, seconds=0.0,
                                     error="stopped by the user")
-        elif cache is not None:
-            cache.put(spec.key(), results[i])
     return results
 
 
@@ -123,12 +137,10 @@ def _render_model(model: LoadedModel, cells, indices, options, progress, results
     for i in indices:
         try:
             states.append(start_cell(i, cells[i], model, conds.get(cells[i])))
-        except (ValueError, TypeError) as err:
+        except ValueError as err:
             results[i] = _deliver(i, CellResult(spec=cells[i], image=None, latents=None,
                                                 model_calls=0, seconds=0.0, error=str(err)),
                                   options, progress)
-    loop = TickLoop(ModelDenoiser(model.unet, model.train_sigmas, model.prediction_type),
-                    Decoder(model.pipe), options, progress)
     user_on_cell = options.on_cell
 
     def collect(index: int, result: CellResult) -> None:
@@ -136,7 +148,9 @@ def _render_model(model: LoadedModel, cells, indices, options, progress, results
         if user_on_cell:
             user_on_cell(index, result)
 
-    loop.options = RunOptions(**{**options.__dict__, "on_cell": collect})
+    loop_options = RunOptions(**{**options.__dict__, "on_cell": collect})
+    loop = TickLoop(ModelDenoiser(model.unet, model.train_sigmas, model.prediction_type),
+                    Decoder(model.pipe), loop_options, progress)
     loop.run(states)
 
 

@@ -1,5 +1,35 @@
-"""Test-wide settings: one torch thread per pytest worker (xdist runs two on two cores)."""
+"""Test-wide settings and shared fixtures.
 
+One torch thread per pytest worker (xdist runs two on two cores): small-tensor
+work is much slower when threads fight. Tiny random-weight SD-family models
+are built once per session, offline (tests/tiny_models.py).
+"""
+
+from pathlib import Path
+
+import pytest
 import torch
 
+from tests.tiny_models import tiny_sd, tiny_sdxl
+
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("tiny-models")
+
+
+@pytest.fixture(scope="session")
+def sd_path(tiny_dir: Path) -> Path:
+    return tiny_sd(tiny_dir)
+
+
+@pytest.fixture(scope="session")
+def sdv_path(tiny_dir: Path) -> Path:
+    return tiny_sd(tiny_dir, "v_prediction")
+
+
+@pytest.fixture(scope="session")
+def sdxl_path(tiny_dir: Path) -> Path:
+    return tiny_sdxl(tiny_dir)

@@ -17,27 +17,7 @@ from safetensors.torch import save_file
 
 from pipeline import models, prompts
 from pipeline.models import ModelLoadError, UnsupportedModelError, load_model, loaded_model
-from tests.tiny_models import tiny_sd, tiny_sd_single_file, tiny_sdxl
-
-
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("tiny-models")
-
-
-@pytest.fixture(scope="session")
-def sd_path(tiny_dir: Path) -> Path:
-    return tiny_sd(tiny_dir)
-
-
-@pytest.fixture(scope="session")
-def sdv_path(tiny_dir: Path) -> Path:
-    return tiny_sd(tiny_dir, "v_prediction")
-
-
-@pytest.fixture(scope="session")
-def sdxl_path(tiny_dir: Path) -> Path:
-    return tiny_sdxl(tiny_dir)
+from tests.tiny_models import tiny_sd_single_file
 
 
 @pytest.fixture
@@ -72,7 +52,7 @@ def _fake_hub_snapshot(cache: Path, repo: str, source: Path) -> Path:
 def test_sd1_folder_loads_with_its_description(sd_path: Path) -> None:
     m = load_model(str(sd_path))
     assert (m.family, m.prediction_type) == ("sd1", "epsilon")
-    assert (m.vae_scale_factor, m.latent_channels, m.default_size) == (2, 4, 32)
+    assert (m.vae_scale_factor, m.latent_channels, m.default_size) == (2, 4, (32, 32))
     assert m.device == torch.device("cpu") and m.dtype == torch.float32
     assert m.unet is m.pipe.unet and m.vae is m.pipe.vae and m.path == sd_path.resolve()
     assert m.scheduler_config == dict(m.pipe.scheduler.config)
@@ -99,7 +79,7 @@ def test_v_prediction_model_is_sd2(sdv_path: Path) -> None:
 
 def test_sdxl_folder_loads(sdxl_path: Path) -> None:
     m = load_model(str(sdxl_path))
-    assert (m.family, m.prediction_type, m.default_size) == ("sdxl", "epsilon", 32)
+    assert (m.family, m.prediction_type, m.default_size) == ("sdxl", "epsilon", (32, 32))
     assert m.vae.dtype == torch.float32
 
 
