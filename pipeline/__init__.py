@@ -11,7 +11,12 @@ not pay for importing diffusers until a model is needed.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
+
+# transformers warns at import about torchvision-backed image processors that
+# SD pipelines never use; keep the console for messages that matter.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 _EXPORTS = {
     "LoadedModel": "pipeline.models",

@@ -90,7 +90,7 @@ class ModelDenoiser:
     def _gather(self, rows: list[Row]):
         """Stack rows into one model batch: the unconditional halves, then the conditional ones."""
         order = [(r, True) for r in rows if r.guided] + [(r, False) for r in rows]
-        work = torch.float32 if self.device.type == "cpu" else rows[0].x.dtype
+        work = torch.float32  # guidance and the eps/v conversion in full precision
         xs = torch.cat([r.x for r, _ in order]).to(self.device, work)
         sigmas = torch.tensor([r.sigma for r, _ in order], dtype=work, device=self.device)
         ts = torch.tensor(

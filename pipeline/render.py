@@ -55,12 +55,13 @@ def latent_shape(spec: Any, model: LoadedModel) -> tuple[int, int, int, int]:
 def start_cell(index: int, spec: Any, model: LoadedModel, cond: RowConditioning) -> CellState:
     """A cell's noise, sigmas and sampler generator, ready for the tick loop."""
     sig, options = cell_sigmas(spec, model)
-    device = model.device
-    work = torch.float32 if device.type == "cpu" else model.dtype
-    noise0, generator = latent_noise(spec.seed, latent_shape(spec, model), work)
-    x = (noise0.to(device, torch.float32) * float(sig[0])).to(work)
+    # The noise is drawn in the model's dtype, as diffusers draws it (so a seed
+    # gives diffusers' image on a GPU too); the sampler's own state stays
+    # float32 and only the UNet input is cast down.
+    noise0, generator = latent_noise(spec.seed, latent_shape(spec, model), model.dtype)
+    x = noise0.to(model.device, torch.float32) * float(sig[0])
     noise = CellNoise(spec.seed, *sigma_range(sig), generator=generator)
-    gen = samplers.start_generator(spec.sampler, x, sig.to(device), noise, **options)
+    gen = samplers.start_generator(spec.sampler, x, sig.to(model.device), noise, **options)
     return CellState(index, spec, gen, sig, cond)
 
 

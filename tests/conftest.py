@@ -5,10 +5,13 @@ work is much slower when threads fight. Tiny random-weight SD-family models
 are built once per session, offline (tests/tiny_models.py).
 """
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 from tests.tiny_models import tiny_sd, tiny_sdxl
 
