@@ -1,0 +1,202 @@
+"""`cli.py grid` end to end on the tiny SD model: files, grid geometry, manifest, PNG metadata,
+determinism of spec.json, exit codes and messages, failed cells, atomic writes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import cli
+from grids import GridSpec
+from grids.layout import PLACEHOLDER, GridLabels, LayoutOptions, plan_layout
+from pipeline.models import load_model
+
+SAMPLERS = ["Euler", "Euler a", "DPM++ 2M SDE"]
+STEPS = [2, 3]
+FILES = ["000-euler-steps-2.png", "001-euler-a-steps-2.png", "002-dpmpp-2m-sde-steps-2.png",
+         "003-euler-steps-3.png", "004-euler-a-steps-3.png", "005-dpmpp-2m-sde-steps-3.png"]
+
+
+def grid_args(model: Path, out: Path, *extra: str) -> list[str]:
+    return ["grid", "--model", str(model), "--out", str(out), "--width", "32", "--height", "32",
+            "--quiet", *extra]
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def first(sd_path: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[int, Path]:
+    """A 3x2 sampler x steps grid with a random seed (-1), rendered once for these tests."""
+    out = tmp_path_factory.mktemp("cli") / "grid"
+    rc = cli.main(grid_args(sd_path, out, "--prompt", "a cat, on: a mat", "--negative-prompt", "blurry",
+                            "--cfg", "5", "--x", "sampler=" + ", ".join(SAMPLERS), "--y", "steps=2-3"))
+    return rc, out
+
+
+def manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+
+
+def test_writes_every_file_and_nothing_half_written(first):
+    rc, out = first
+    assert rc == 0
+    assert sorted(p.name for p in out.iterdir()) == ["cells", "grid.png", "manifest.json", "spec.json"]
+    assert sorted(p.name for p in (out / "cells").iterdir()) == FILES
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_manifest_has_every_cell_with_its_settings_and_hash(first, sd_path):
+    _, out = first
+    m = manifest(out)
+    assert m["spec"]["seed"] == -1 and isinstance(m["seed"], int) and m["seed"] >= 0
+    assert m["shape"] == {"columns": 3, "rows": 2, "subgrids": 1}
+    assert len(m["cells"]) == 6
+    for i, c in enumerate(m["cells"]):
+        ix, iy = i % 3, i // 3
+        assert (c["index"], c["ix"], c["iy"], c["iz"]) == (i, ix, iy, 0)
+        assert c["labels"] == {"x": SAMPLERS[ix], "y": f"Steps: {STEPS[iy]}", "z": None}
+        assert c["settings"] == {
+            "model": str(sd_path), "prompt": "a cat, on: a mat", "negative_prompt": "blurry", "width": 32,
+            "height": 32, "seed": m["seed"], "sampler": SAMPLERS[ix], "sampler_options": {},
+            "schedule": "Automatic", "steps": STEPS[iy], "cfg": 5.0}
+        assert c["model_calls"] == STEPS[iy]  # one denoiser call a step for these three samplers
+        assert c["error"] is None and c["seconds"] > 0
+        assert c["file"] == f"cells/{FILES[i]}" and c["sha256"] == sha(out / c["file"])
+    assert m["totals"]["cells"] == 6 and m["totals"]["failed"] == 0
+    assert m["totals"]["model_calls"] == 3 * (2 + 3)
+    assert m["grid"]["sha256"] == sha(out / "grid.png")
+
+
+def test_pngs_carry_a1111_parameters(first, sd_path):
+    _, out = first
+    m = manifest(out)
+    seed, model_hash = m["seed"], m["model"]["hash"]
+    assert len(model_hash) == 10
+    cell = Image.open(out / "cells" / FILES[4]).info["parameters"]
+    assert cell == ("a cat, on: a mat\nNegative prompt: blurry\nSteps: 3, Sampler: Euler a, Schedule type: "
+                    f"Uniform, CFG scale: 5, Seed: {seed}, Size: 32x32, Model hash: {model_hash}, "
+                    f"Model: {sd_path.name}, Version: 0.1.0")
+    assert m["cells"][4]["parameters"] == cell
+    grid = Image.open(out / "grid.png").info["parameters"]
+    assert grid == ("a cat, on: a mat\nNegative prompt: blurry\nSteps: 2, Sampler: Euler, Schedule type: "
+                    f"Uniform, CFG scale: 5, Seed: {seed}, Size: 32x32, Model hash: {model_hash}, "
+                    f"Model: {sd_path.name}, Script: X/Y/Z plot, X Type: Sampler, "
+                    'X Values: "Euler, Euler a, DPM++ 2M SDE", Y Type: Steps, Y Values: "2, 3", '
+                    "Version: 0.1.0")
+
+
+def test_grid_png_is_the_layout_with_each_cell_in_place(first):
+    _, out = first
+    spec = GridSpec.from_json((out / "spec.json").read_text())
+    cells = [Image.open(out / "cells" / name).convert("RGB") for name in FILES]
+    layout = plan_layout(cells, GridLabels.from_spec(spec), (3, 2, 1), LayoutOptions())
+    grid = Image.open(out / "grid.png").convert("RGB")
+    assert grid.size == (layout.width, layout.height) == (layout.left + 3 * 32, layout.top + 2 * 32)
+    for i, cell in enumerate(cells):
+        x0, y0 = layout.cell_origin(i % 3, i // 3, 0)
+        assert grid.crop((x0, y0, x0 + 32, y0 + 32)).tobytes() == cell.tobytes()
+
+
+def test_spec_json_reruns_to_identical_cells(first, sd_path, tmp_path):
+    _, out = first
+    spec = json.loads((out / "spec.json").read_text())
+    assert spec["seed"] == manifest(out)["seed"]
+    again = tmp_path / "again"
+    assert cli.main(["grid", "--spec", str(out / "spec.json"), "--out", str(again), "--quiet"]) == 0
+    assert [c["sha256"] for c in manifest(again)["cells"]] == [c["sha256"] for c in manifest(out)["cells"]]
+    assert sha(again / "grid.png") == sha(out / "grid.png")
+    # A smaller grid into the same folder leaves only its own cell files behind.
+    assert cli.main(grid_args(sd_path, again, "--x", "none", "--y", "none", "--steps", "2")) == 0
+    assert [p.name for p in (again / "cells").iterdir()] == ["000-cell.png"]
+    assert len(manifest(again)["cells"]) == 1
+
+
+def test_failed_cells_exit_1_with_placeholders(sd_path, tmp_path, capsys):
+    out = tmp_path / "failing"
+    rc = cli.main(grid_args(sd_path, out, "--schedule", "Align Your Steps", "--seed", "3",
+                            "--x", "sampler=Euler, Euler (diffusers)", "--y", "steps=2"))
+    assert rc == 1
+    m = manifest(out)
+    ok, bad = m["cells"]
+    assert ok["error"] is None and ok["file"] == "cells/000-euler-steps-2.png"
+    assert "cannot follow the 'Align Your Steps' schedule" in bad["error"]
+    assert bad["file"] is None and bad["sha256"] is None and m["totals"]["failed"] == 1
+    assert [p.name for p in (out / "cells").iterdir()] == ["000-euler-steps-2.png"]
+    spec = GridSpec.from_json((out / "spec.json").read_text())
+    layout = plan_layout([None, None], GridLabels.from_spec(spec), (2, 1, 1),
+                         LayoutOptions(cell_size=(32, 32)))
+    x0, y0 = layout.cell_origin(1, 0, 0)
+    box = Image.open(out / "grid.png").convert("RGB").crop((x0, y0, x0 + 32, y0 + 32))
+    assert dict((c, n) for n, c in box.getcolors(4096))[PLACEHOLDER] > 32 * 32 // 3
+    assert "1 of 2 cells failed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--x", "sampler=Euler, Eulr"], "error: X axis: unknown sampler 'Eulr' — did you mean"),
+    (["--y", "steps"], "error: --y must look like AXIS=VALUES"),
+    (["--width", "33"], "error: width 33 is not a multiple of 2 — try 32 or 34"),
+    (["--x", "seed=1-500"], "error: this grid has 1500 cells; the limit is 400"),
+])
+def test_bad_input_exits_2_with_one_line(sd_path, tmp_path, capsys, extra, message):
+    assert cli.main(grid_args(sd_path, tmp_path / "o", *extra)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "o").exists()  # refused before anything was written
+
+
+def test_bad_spec_file_and_unknown_model_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"sampler": "Euler", "stepz": 20}')
+    assert cli.main(["grid", "--spec", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown setting(s) 'stepz' in the grid spec")
+    bad.write_text("{not json")
+    assert cli.main(["grid", "--spec", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.startswith("error: the grid spec is not valid JSON")
+    assert cli.main(["grid", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_argparse_errors_are_one_line_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["grid", "--out", "x", "--steps", "many"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == \
+        "error: argument --steps: invalid int value: 'many' (see cli.py grid --help)\n"
+
+
+def test_flags_over_defaults_and_spec(tmp_path):
+    parse = cli.build_parser().parse_args
+    spec = cli.build_spec(parse(["grid", "--out", "o"]))
+    assert (spec.x.axis, spec.y.axis, spec.z) == ("sampler", "steps", None)
+    spec = cli.build_spec(parse(["grid", "--out", "o", "--sampler", "Euler a", "--cfg", "4"]))
+    assert spec.x is None and spec.y.axis == "steps" and spec.sampler == "Euler a" and spec.cfg == 4.0
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"steps": 8, "x": {"axis": "cfg", "values": "3, 5"}}))
+    spec = cli.build_spec(parse(["grid", "--spec", str(path), "--out", "o",
+                                 "--y", "Schedule type=Karras, Beta", "--x", "none", "--steps", "9"]))
+    assert spec.x is None and spec.y.values == ("Karras", "Beta") and spec.steps == 9
+
+
+def test_slugs():
+    assert cli.slug(("DPM++ 2M Karras", "Steps: 20", None)) == "dpmpp-2m-karras-steps-20"
+    assert cli.slug((None, None, None)) == "cell"
+    assert cli.slug(("CFG Scale: 7.5", "Prompt S/R: a cat, ünï")) == "cfg-scale-7-5-prompt-s-r-a-cat-n"
+
+
+def test_model_axis_names_each_cells_own_model(sd_path, sdxl_path, tmp_path):
+    out = tmp_path / "models"
+    rc = cli.main(grid_args(sd_path, out, "--seed", "1", "--steps", "2", "--sampler", "Euler",
+                            "--x", f"model={sd_path}, {sdxl_path}", "--y", "none"))
+    assert rc == 0
+    texts = [c["parameters"] for c in manifest(out)["cells"]]
+    hashes = [t.split("Model hash: ")[1][:10] for t in texts]
+    assert f"Model: {sd_path.name}, " in texts[0] and f"Model: {sdxl_path.name}, " in texts[1]
+    # The second model is still the one in memory; its hash is what its cell must carry.
+    assert hashes == [manifest(out)["model"]["hash"], load_model(str(sdxl_path)).model_hash]
+    assert hashes[0] != hashes[1] and all(len(h) == 10 for h in hashes)
