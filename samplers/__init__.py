@@ -118,8 +118,9 @@ def sigmas(
 ) -> Tensor:
     """The sigma schedule a run of `steps` steps uses, descending, usually ending in 0.
 
-    "Automatic" means the sampler's default schedule (and its "discard
-    penultimate sigma" habit); a combined sampler name ("DPM++ 2M Karras")
+    "Automatic" means the sampler's default schedule; samplers that discard
+    the penultimate sigma (DPM2, DPM2 a, DPM++ 3M SDE) do so on every schedule
+    type, as in A1111, unless `discard_penultimate` says otherwise. A combined sampler name ("DPM++ 2M Karras")
     picks its schedule. diffusers samplers on "Automatic" use their
     scheduler's own sigmas. `opts` are schedule options: sigma_min,
     sigma_max, rho, alpha, beta, family ("SD1.5"/"SDXL" for Align Your Steps).
@@ -137,8 +138,10 @@ def sigmas(
         if sampler_info is None:
             raise ValueError("schedule 'Automatic' needs the sampler it belongs to")
         schedule = sampler_info.default_schedule or "Karras"
-        if discard_penultimate is None:
-            discard_penultimate = sampler_info.discard_penultimate
+    if discard_penultimate is None and sampler_info is not None:
+        # A1111 drops the next-to-last sigma for these samplers whatever the
+        # schedule type ("DPM2 Karras" included), not only on Automatic.
+        discard_penultimate = sampler_info.discard_penultimate
     return schedules.compute(
         schedule, steps, train_sigmas, discard_penultimate=bool(discard_penultimate), **opts)
 
