@@ -204,13 +204,6 @@ def test_hub_id_loads_from_the_local_cache(sd_path: Path, offline_cache: Path) -
     assert m.model_hash == _sha10(sd_path / "unet" / "diffusion_pytorch_model.safetensors")
 
 
-def test_builtin_not_installed_yet() -> None:
-    if models.BUILTIN_DIR.exists():
-        pytest.skip("the built-in model is installed")
-    with pytest.raises(ModelLoadError, match="not installed yet"):
-        load_model("builtin")
-
-
 def test_bad_device_and_dtype(sd_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="float16 is not supported on the CPU"):
         load_model(str(sd_path), device="cpu", dtype="float16")
