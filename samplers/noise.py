@@ -20,7 +20,6 @@ import torch
 import torchsde
 from torch import Tensor
 
-
 # Brownian increments kept per cell (latent-sized tensors): a few query paths' worth.
 BROWNIAN_CACHE = 128
 

@@ -15,7 +15,7 @@ from diffusers import StableDiffusionPipeline
 from diffusers.models.attention_processor import AttnProcessor2_0
 from safetensors.torch import save_file
 
-from pipeline import models, prompts
+from pipeline import prompts
 from pipeline.models import ModelLoadError, UnsupportedModelError, load_model, loaded_model
 from tests.tiny_models import tiny_sd_single_file
 
