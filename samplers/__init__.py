@@ -120,8 +120,8 @@ def sigmas(
 
     "Automatic" means the sampler's default schedule; samplers that discard
     the penultimate sigma (DPM2, DPM2 a, DPM++ 3M SDE) do so on every schedule
-    type, as in A1111, unless `discard_penultimate` says otherwise. A combined sampler name ("DPM++ 2M Karras")
-    picks its schedule. diffusers samplers on "Automatic" use their
+    type, as in A1111, unless `discard_penultimate` says otherwise. A combined
+    sampler name ("DPM++ 2M Karras") picks its schedule. diffusers samplers on "Automatic" use their
     scheduler's own sigmas. `opts` are schedule options: sigma_min,
     sigma_max, rho, alpha, beta, family ("SD1.5"/"SDXL" for Align Your Steps).
     """
