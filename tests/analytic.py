@@ -71,3 +71,14 @@ def start(shape: tuple[int, ...], sigma_max: float, seed: int = 0,
     """Pure noise scaled to sigma_max: the starting sample of a run."""
     g = torch.Generator().manual_seed(seed)
     return torch.randn(shape, generator=g, dtype=dtype) * sigma_max
+
+
+def rms(a: Tensor, b: Tensor) -> float:
+    """Root-mean-square difference of two samples."""
+    return float((a - b).pow(2).mean().sqrt())
+
+
+def karras_steps(n: int, end: float = 0.05, sigma_max: float = 14.6) -> Tensor:
+    """n Karras steps from sigma_max down to `end` (> 0), no final 0: for order fits,
+    where the final jump to sigma 0 would add an error that does not shrink with steps."""
+    return karras_sigmas(n + 1, sigma_min=end, sigma_max=sigma_max)[:-1]

@@ -13,7 +13,7 @@ from samplers.deis import deis_coefficients, vp_time
 from samplers.noise import CellNoise, sigma_range
 from samplers.protocol import drive
 from samplers.registry import SamplerOptionError
-from tests.analytic import Gaussian, Mixture, karras_sigmas, start
+from tests.analytic import Gaussian, Mixture, karras_sigmas, karras_steps, rms, start
 
 GAUSS = Gaussian()
 SIGMA_MAX = 14.6
@@ -21,13 +21,6 @@ SIGMA_END = 0.05
 ORDER_STEPS = (8, 16, 32, 64)
 
 
-def rms(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).pow(2).mean().sqrt())
-
-
-def karras_steps(n: int, end: float = SIGMA_END) -> torch.Tensor:
-    """n Karras steps from SIGMA_MAX to `end` (> 0), no final 0."""
-    return karras_sigmas(n + 1, sigma_min=end, sigma_max=SIGMA_MAX)[:-1]
 
 
 def fitted_order(steps=ORDER_STEPS, **options) -> float:

@@ -19,7 +19,7 @@ import samplers
 from samplers import dpm_solver
 from samplers.dpm_solver import StepBudgetError, fast_orders
 from samplers.registry import SamplerOptionError
-from tests.analytic import Gaussian, Mixture, karras_sigmas, start
+from tests.analytic import Gaussian, Mixture, karras_sigmas, rms, start
 
 SMAX, SMIN = 14.6, 0.05
 GAUSS = Gaussian()
@@ -52,9 +52,6 @@ def same_ends(n: int) -> torch.Tensor:
     s[0], s[-1] = ends[0], ends[1]
     return torch.cat([s, torch.zeros(1, dtype=torch.float64)])
 
-
-def rms(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).pow(2).mean().sqrt())
 
 
 # ---- DPM fast ---------------------------------------------------------------------------

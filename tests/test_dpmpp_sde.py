@@ -20,7 +20,7 @@ import samplers
 from samplers.noise import CellNoise, sigma_range
 from samplers.protocol import drive
 from samplers.registry import SamplerOptionError
-from tests.analytic import Gaussian, karras_sigmas, start
+from tests.analytic import Gaussian, karras_sigmas, rms, start
 
 GAUSS = Gaussian()
 SIGMA_MAX = 14.6
@@ -57,9 +57,6 @@ def gaussian_errors(name: str, steps: list[int], **options) -> list[float]:
         for n in steps
     ]
 
-
-def rms(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).pow(2).mean().sqrt())
 
 
 class _BrownianOnly:

@@ -15,20 +15,13 @@ from samplers.er_sde import noise_scale, stage_integrals
 from samplers.noise import CellNoise, sigma_range
 from samplers.protocol import drive
 from samplers.registry import SamplerOptionError
-from tests.analytic import Gaussian, karras_sigmas, start
+from tests.analytic import Gaussian, karras_sigmas, karras_steps, rms, start
 
 GAUSS = Gaussian()
 SIGMA_MAX = 14.6
 SIGMA_END = 0.05
 
 
-def rms(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).pow(2).mean().sqrt())
-
-
-def karras_steps(n: int, end: float = SIGMA_END) -> torch.Tensor:
-    """n Karras steps from SIGMA_MAX to `end` (> 0), no final 0."""
-    return karras_sigmas(n + 1, sigma_min=end, sigma_max=SIGMA_MAX)[:-1]
 
 
 def log_phi_slope(sigma: float) -> float:

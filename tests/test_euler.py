@@ -18,15 +18,12 @@ from samplers._math import ancestral_step
 from samplers.noise import CellNoise, sigma_range
 from samplers.protocol import drive
 from samplers.registry import SamplerOptionError
-from tests.analytic import Gaussian, Mixture, karras_sigmas, start
+from tests.analytic import Gaussian, Mixture, karras_sigmas, rms, start
 
 GAUSS = Gaussian()  # mu 0.5, s 0.8: the data scale below is GAUSS.s
 SIGMA_MAX = 14.6
 ORDER_STEPS = (8, 16, 32, 64)
 
-
-def rms(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).pow(2).mean().sqrt())
 
 
 def fitted_order(name: str, steps=ORDER_STEPS, sigma_end: float = 0.05, **options) -> float:

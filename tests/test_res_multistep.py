@@ -13,20 +13,13 @@ from samplers.noise import CellNoise, sigma_range
 from samplers.protocol import drive
 from samplers.registry import SamplerOptionError
 from samplers.res_multistep import res_weights
-from tests.analytic import Gaussian, Mixture, karras_sigmas, start
+from tests.analytic import Gaussian, Mixture, karras_sigmas, karras_steps, rms, start
 
 GAUSS = Gaussian()
 SIGMA_MAX = 14.6
 SIGMA_END = 0.05
 
 
-def rms(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).pow(2).mean().sqrt())
-
-
-def karras_steps(n: int, end: float = SIGMA_END) -> torch.Tensor:
-    """n Karras steps from SIGMA_MAX to `end` (> 0), no final 0."""
-    return karras_sigmas(n + 1, sigma_min=end, sigma_max=SIGMA_MAX)[:-1]
 
 
 def fitted_order(schedule, steps) -> float:
