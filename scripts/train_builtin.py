@@ -32,6 +32,7 @@ from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipe
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from torch import Tensor
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prepare_builtin_data import load as load_data  # noqa: E402
@@ -43,17 +44,9 @@ BPE_VOCAB = 2048
 
 
 def _byte_unicode() -> list[str]:
-    """GPT-2/CLIP's reversible byte -> printable unicode character table (256 entries)."""
-    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-                 + list(range(ord("®"), ord("ÿ") + 1)))
-    chars, extra = [], 0
-    for b in range(256):
-        if b in printable:
-            chars.append(chr(b))
-        else:
-            chars.append(chr(256 + extra))
-            extra += 1
-    return chars
+    """CLIP's reversible byte -> printable unicode table (256 entries), as transformers builds it."""
+    table = bytes_to_unicode()
+    return [table[b] for b in range(256)]
 
 
 def learn_merges(captions: list[str], vocab_size: int = BPE_VOCAB) -> list[tuple[str, str]]:

@@ -31,6 +31,7 @@ from diffusers import (
 from diffusers.loaders.single_file_utils import DIFFUSERS_TO_LDM_MAPPING
 from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 SEED = 0
 TEXT_HIDDEN = 32
@@ -43,17 +44,9 @@ _MERGES = [("t", "h"), ("th", "e</w>"), ("a", "n"), ("i", "n"), ("o", "n</w>"), 
 
 
 def _byte_unicode() -> list[str]:
-    """GPT-2/CLIP's reversible byte -> printable unicode character table (256 entries)."""
-    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-                 + list(range(ord("®"), ord("ÿ") + 1)))
-    chars, extra = [], 0
-    for b in range(256):
-        if b in printable:
-            chars.append(chr(b))
-        else:
-            chars.append(chr(256 + extra))
-            extra += 1
-    return chars
+    """CLIP's reversible byte -> printable unicode table (256 entries), as transformers builds it."""
+    table = bytes_to_unicode()
+    return [table[b] for b in range(256)]
 
 
 def write_tokenizer_files(folder: Path) -> Path:
