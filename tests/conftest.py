@@ -10,12 +10,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
+
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 from tests.tiny_models import tiny_sd, tiny_sdxl
 
 torch.set_num_threads(1)
+
+# CI must be reproducible: property tests draw the same examples on every run
+# (a random draw once found a real edge case only on CI; it is now a fixed test).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")
