@@ -1,0 +1,73 @@
+"""Sampler Grid: the web app. `python app.py` serves it at http://127.0.0.1:7860.
+
+Options: --host, --port, --share (a public gradio.live link), --model (a model to offer;
+repeat it; the first is the default, "builtin" is always offered), --public (the mode for
+pages strangers use; on by default on a Hugging Face Space). See README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from ui.config import BUILTIN, AppConfig, on_space
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="app.py", description="Compare diffusion samplers on seed-locked grids.")
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                   help="address to listen on (0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    p.add_argument("--share", action="store_true", help="also make a temporary public gradio.live link")
+    p.add_argument("--model", action="append", default=[],
+                   help="a model to offer (hub id, diffusers folder or .safetensors file); repeatable; "
+                        "the first is the default")
+    p.add_argument("--public", action="store_true", default=None,
+                   help="public mode: only the listed models, safetensors only, smaller grids, bounded "
+                        "queue (default on a Hugging Face Space)")
+    p.add_argument("--local", dest="public", action="store_false", help="turn public mode off on a Space")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 (default: float16 on CUDA)")
+    p.add_argument("--max-batch", type=int, default=None, help="model rows per batched call")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="allow .ckpt/.bin/.pt checkpoints (they can run code; never in public mode)")
+    p.add_argument("--queue-size", type=int, default=16, help="most requests waiting (public mode)")
+    return p
+
+
+def config_from(args: argparse.Namespace) -> AppConfig:
+    public = on_space() if args.public is None else args.public
+    models = tuple(dict.fromkeys([*args.model, BUILTIN]))
+    return AppConfig(public=public, models=models, device=args.device, dtype=args.dtype,
+                     allow_pickle=args.allow_pickle and not public, max_batch=args.max_batch,
+                     queue_size=args.queue_size)
+
+
+def create(config: AppConfig):
+    """The app for `config`: (demo, models); the default model starts loading in the background."""
+    from ui.models import ModelHolder
+    from ui.page import build_demo
+
+    models = ModelHolder(config)
+    models.preload()
+    demo = build_demo(config, models)
+    demo.queue(max_size=config.queue_size if config.public else None,
+               default_concurrency_limit=config.concurrency)
+    return demo, models
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config = config_from(args)
+    from ui.page import launch_kwargs
+
+    demo, _models = create(config)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share,
+                allowed_paths=[str(config.out_root)], footer_links=["api", "gradio"], **launch_kwargs())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""The page's settings: their grid spec, their link form, presets and the sampler menu."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import samplers
+from grids.spec import SpecError
+from ui import catalogue
+from ui.config import AppConfig, ModelNotAllowedError
+from ui.handlers import FIELDS, apply_preset, settings_from, values_from
+from ui.settings import AXIS_CHOICES, NO_AXIS, Settings
+
+
+def roundtrip(s: Settings) -> tuple[Settings, list[str]]:
+    return Settings.from_query(parse_qs(s.to_query(), keep_blank_values=True))
+
+
+def test_default_grid_is_steps_across_and_one_row_per_sampler() -> None:
+    spec = Settings().to_spec()
+    assert spec.x.axis == "steps" and list(spec.x.values) == [5, 10, 20, 40]
+    assert spec.y.axis == "sampler" and [v.sampler for v in spec.y.values] == list(Settings().samplers)
+    assert spec.z is None and spec.model == "builtin" and spec.seed == 1234
+
+
+def test_controls_not_on_an_axis_are_fixed_settings() -> None:
+    spec = Settings(x_axis="CFG Scale", x_values="3, 7", y_axis="Seed", y_values="1, 2",
+                    samplers=("Heun", "Euler"), steps="12, 30", schedule="Karras").to_spec()
+    assert spec.sampler == "Heun" and spec.steps == 12 and spec.schedule == "Karras"
+    assert list(spec.x.values) == [3.0, 7.0] and list(spec.y.values) == [1, 2]
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"samplers": ()}, "pick at least one sampler"),
+    ({"steps": ""}, "type at least one step count"),
+    ({"steps": "5, ten"}, "Steps: steps: 'ten' is not a whole number"),
+    ({"x_axis": "CFG Scale", "x_values": ""}, "X axis is CFG Scale: type its values in the X values box"),
+    ({"z_axis": "CFG Scale", "z_values": "3, abc"}, "Z axis: cfg: 'abc' is not a number"),
+    ({"x_axis": "Sampler"}, "the sampler axis is on both X and Y"),
+])
+def test_bad_controls_name_the_control_to_fix(changes: dict, message: str) -> None:
+    with pytest.raises(SpecError, match=message.replace("(", r"\(")):
+        Settings(**changes).to_spec()
+
+
+def test_link_round_trips_every_setting() -> None:
+    s = Settings(prompt='a "cat", on: mat & 🐱\nnew line', negative_prompt="blurry", model="org/model",
+                 samplers=("DPM++ 2M", "Euler a (diffusers)"), steps="10-40 [4]", schedule="Karras",
+                 cfg=7.5, eta=0.5, s_noise=1.01, width=512, height=768, seed=2**40, x_axis="Sampler",
+                 y_axis="Steps", z_axis="CFG Scale", z_values="3, 7", vary_seeds=True)
+    back, warnings = roundtrip(s)
+    assert back == s and warnings == []
+
+
+def test_link_always_carries_the_seed_and_only_changed_settings() -> None:
+    assert Settings().to_query() == "seed=1234"
+    assert Settings(cfg=8.0).to_query() == "cfg=8&seed=1234"
+
+
+@settings(max_examples=60, deadline=None)
+@given(prompt=st.text(max_size=80), cfg=st.floats(0, 100, allow_nan=False),
+       seed=st.integers(-1, 2**63), sampler_list=st.lists(st.sampled_from(samplers.names()), max_size=5))
+def test_link_round_trip_property(prompt: str, cfg: float, seed: int, sampler_list: list[str]) -> None:
+    s = Settings(prompt=prompt, cfg=cfg, seed=seed, samplers=tuple(sampler_list))
+    back, warnings = roundtrip(s)
+    assert warnings == [] and back == s
+
+
+def test_bad_link_parameters_keep_defaults_and_say_why() -> None:
+    back, warnings = Settings.from_query({"cfg": ["abc"], "w": ["13"], "x": ["Bogus"], "seed": ["1e999"],
+                                          "eta": ["nan"], "prompt": ["x" * 5000], "unknown": ["1"]})
+    assert back == Settings()
+    assert [w.split(" ignored: ")[1] for w in warnings] == [
+        "must be a number", "must be 0 (model default) or a multiple of 8 up to 4096",
+        f"unknown axis; pick one of {', '.join(AXIS_CHOICES)}", "must be a whole number",
+        "must be a finite number", "longer than 4000 characters"]
+
+
+def test_page_values_round_trip_through_settings() -> None:
+    groups = catalogue.grouped()
+    s = Settings(samplers=("Euler", "DPM++ 2M SDE", "Euler a", "UniPC (diffusers)"), seed=7, width=512)
+    back = settings_from(values_from(s, groups))
+    # the page lists samplers by group: Deterministic, Ancestral, SDE, diffusers
+    assert back.samplers == ("Euler", "Euler a", "DPM++ 2M SDE", "UniPC (diffusers)")
+    assert back.seed == 7 and back.width == 512
+    assert len(values_from(s, groups)) == len(FIELDS) + len(catalogue.GROUPS)
+
+
+def test_every_sampler_is_in_exactly_one_group_with_a_description() -> None:
+    groups = catalogue.grouped()
+    listed = [name for names in groups.values() for name in names]
+    assert sorted(listed) == sorted(samplers.names())
+    assert "Euler a" in groups["Ancestral"] and "DPM++ 2M SDE" in groups["SDE"]
+    assert "Euler (diffusers)" in groups["diffusers"] and "Heun" in groups["Deterministic"]
+    texts = catalogue.descriptions()
+    assert texts["Heun"].endswith("(deterministic, 2 model calls per step)")
+
+
+@pytest.mark.parametrize("preset", catalogue.PRESETS, ids=lambda p: p.name)
+def test_presets_name_real_samplers_and_make_valid_grids(preset: catalogue.Preset) -> None:
+    groups = catalogue.grouped()
+    *lists, steps, schedule = apply_preset(preset.name, groups)
+    chosen = tuple(s for group in lists for s in group)
+    assert sorted(chosen) == sorted(preset.samplers)
+    spec = Settings(samplers=chosen, steps=steps, schedule=schedule).to_spec()
+    assert spec.shape[1] == len(preset.samplers)
+
+
+def test_public_mode_only_offers_configured_models() -> None:
+    public = AppConfig(public=True, models=("builtin",))
+    assert public.check_model("builtin") == "builtin"
+    for name in ("/etc/passwd", "../assets/builtin", "org/model", "https://x.y/model.safetensors"):
+        with pytest.raises(ModelNotAllowedError, match="only runs its own models"):
+            public.check_model(name)
+    local = AppConfig(public=False)
+    assert local.check_model(" org/model ") == "org/model"
+    with pytest.raises(ModelNotAllowedError):
+        local.check_model("bad\x00name")
+    assert public.limits.max_cells < local.limits.max_cells
+
+
+def test_no_axis_choice_is_only_offered_for_y_and_z() -> None:
+    assert NO_AXIS not in AXIS_CHOICES
+    assert Settings(y_axis=NO_AXIS, x_axis="Sampler").to_spec().shape == (6, 1, 1)

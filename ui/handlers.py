@@ -1,0 +1,166 @@
+"""What the page's buttons and sliders do: plain functions the Gradio layout wires up.
+
+Each handler takes control values and returns (or, for Generate, yields) values
+for its outputs in a fixed order, so it can be tested without a browser. Bad
+input raises `gr.Error` with the reason (the page shows it; the last grid stays
+on screen). Runs are kept server-side (RUNS, the most recent MAX_RUNS) and the
+page holds only their id, so big tensors never travel in page state.
+"""
+
+from __future__ import annotations
+
+import html
+import random
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Iterator
+from typing import Any
+
+import gradio as gr
+
+from grids.spec import SpecError
+from ui.catalogue import GROUPS, PRESET_BY_NAME
+from ui.config import AppConfig
+from ui.models import ModelHolder
+from ui.runner import GridJob, Snapshot
+from ui.settings import Settings
+
+MAX_RUNS = 16
+RUNS: OrderedDict[str, Any] = OrderedDict()  # run id -> ui.results.RunOutputs
+JOBS: dict[str, GridJob] = {}  # browser session -> its running job (for Stop)
+_LOCK = threading.Lock()
+
+# Settings fields in the order the page passes its controls; "samplers" comes
+# from one checklist per sampler group and is handled apart.
+FIELDS = ("prompt", "negative_prompt", "model", "steps", "schedule", "cfg", "eta", "s_noise", "width",
+          "height", "seed", "x_axis", "x_values", "y_axis", "y_values", "z_axis", "z_values", "vary_seeds")
+
+
+def settings_from(values: list[Any]) -> Settings:
+    """Settings from the page's control values: FIELDS then one sampler list per group."""
+    named = dict(zip(FIELDS, values[: len(FIELDS)], strict=True))
+    chosen: list[str] = []
+    for group in values[len(FIELDS):]:
+        chosen.extend(group or [])
+    named["seed"] = _seed(named["seed"])
+    for side in ("width", "height"):
+        named[side] = int(named[side] or 0)
+    return Settings(samplers=tuple(chosen), **named)
+
+
+def values_from(settings: Settings, grouped: dict[str, list[str]]) -> list[Any]:
+    """The page's control values for `settings` (the inverse of settings_from)."""
+    values = [getattr(settings, f) for f in FIELDS]
+    for group in GROUPS:
+        values.append([s for s in settings.samplers if s in grouped[group]])
+    return values
+
+
+def _seed(value: Any) -> int:
+    if value is None or value == "":
+        return -1
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        raise gr.Error(f"seed must be a whole number, got {value!r}") from None
+
+
+def random_seed() -> int:
+    """A new seed from A1111's range."""
+    return random.randrange(4294967294)
+
+
+def apply_preset(name: str, grouped: dict[str, list[str]]) -> list[Any]:
+    """Sampler checklists, step counts and schedule for a preset."""
+    preset = PRESET_BY_NAME.get(name)
+    if preset is None:
+        raise gr.Error(f"unknown preset {name!r}")
+    lists = [[s for s in preset.samplers if s in grouped[g]] for g in GROUPS]
+    return [*lists, preset.steps, preset.schedule]
+
+
+# ------------------------------------------------------------------ generate
+
+
+def progress_html(snap: Snapshot | None, message: str = "") -> str:
+    """The progress bar: cells, model calls, elapsed and time left."""
+    if snap is None:
+        return f'<div class="sg-progress idle">{html.escape(message)}</div>'
+    frac = snap.calls_done / snap.calls_total if snap.calls_total else 0.0
+    if snap.done:
+        frac = 1.0 if not snap.status.startswith("stopped") else frac
+    eta = "" if snap.eta is None or snap.done else f" · about {snap.eta:.0f} s left"
+    text = (f"Cells {snap.cells_done}/{snap.cells_total} · model calls {snap.calls_done:,}/"
+            f"{snap.calls_total:,} · {snap.elapsed:.1f} s{eta}")
+    status = f" — {html.escape(snap.status)}" if snap.status else ""
+    return (f'<div class="sg-progress"><progress value="{frac:.4f}" max="1"></progress>'
+            f'<span class="sg-progress-text">{text}{status}</span></div>')
+
+
+def start_job(settings: Settings, config: AppConfig, models: ModelHolder) -> tuple[GridJob, Settings]:
+    """Check the settings and build the job; a random seed is fixed first so links reproduce."""
+    if settings.seed == -1:
+        settings = Settings(**{**settings.as_dict(), "seed": random_seed()})
+    try:
+        spec = settings.to_spec()
+        job = GridJob(spec, config, models)
+        job.check()
+    except (SpecError, ValueError) as err:
+        raise gr.Error(str(err)) from None
+    return job, settings
+
+
+def run_job(job: GridJob, session: str) -> Iterator[Snapshot]:
+    """The job's snapshots, registered for Stop under the browser session."""
+    with _LOCK:
+        JOBS[session] = job
+    try:
+        yield from job.snapshots()
+    except ValueError as err:
+        raise gr.Error(str(err)) from None
+    finally:
+        with _LOCK:
+            if JOBS.get(session) is job:
+                del JOBS[session]
+
+
+def stop(session: str) -> str:
+    """Stop the session's running grid; finished cells are kept."""
+    with _LOCK:
+        job = JOBS.get(session)
+    if job is None:
+        return progress_html(None, "Nothing is running.")
+    job.stop()
+    return progress_html(None, "Stopping after the current step — finished cells are kept…")
+
+
+def remember(outputs: Any) -> str:
+    """Keep a finished run's outputs server-side; returns its id for the page state."""
+    with _LOCK:
+        RUNS[outputs.run_id] = outputs
+        while len(RUNS) > MAX_RUNS:
+            RUNS.popitem(last=False)
+    return outputs.run_id
+
+
+def run_of(run_id: str | None) -> Any:
+    """A remembered run, or gr.Error if it has expired (the server keeps the last MAX_RUNS)."""
+    with _LOCK:
+        outputs = RUNS.get(run_id or "")
+    if outputs is None:
+        raise gr.Error("generate a grid first (older results expire after "
+                       f"{MAX_RUNS} newer grids)")
+    return outputs
+
+
+def render_spec(spec_json: str, config: AppConfig, models: ModelHolder) -> tuple[str, dict]:
+    """The API: a grid from its spec JSON (the CLI's format) -> (grid PNG path, manifest)."""
+    from grids.spec import GridSpec
+
+    try:
+        job = GridJob(GridSpec.from_json(spec_json or ""), config, models)
+        job.check()
+    except (SpecError, ValueError) as err:
+        raise gr.Error(str(err)) from None
+    outputs = deque(job.snapshots(), maxlen=1)[0].outputs  # the last snapshot carries the files
+    return str(outputs.grid_path), outputs.manifest

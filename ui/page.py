@@ -1,0 +1,265 @@
+"""The page: controls on the left, the grid and what it measured on the right.
+
+`build_demo(config, models)` lays the page out and wires each control to its
+handler (ui/handlers.py holds what the handlers do). Gradio 6 takes theme, CSS
+and page JavaScript in `launch()`: `launch_kwargs()` gives them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import gradio as gr
+
+from samplers.schedules import SCHEDULES
+from ui import handlers as h
+from ui.about import ABOUT_SAMPLERS, INTRO
+from ui.catalogue import GROUPS, PRESETS, descriptions, grouped
+from ui.config import AppConfig
+from ui.models import ModelHolder
+from ui.settings import AXIS_CHOICES, NO_AXIS, Settings
+from ui.view import display_grid, result_updates
+
+QUICK_STEPS = ("4, 8, 12, 16", "5, 10, 20, 40", "10, 20, 40, 80", "1-50 [6]")
+TITLE = "Sampler Grid"
+
+CSS = """
+.sg-progress { display: flex; align-items: center; gap: .75em; min-height: 2em; }
+.sg-progress progress { flex: 0 0 35%; height: 1em; accent-color: var(--color-accent); }
+.sg-progress-text { font-variant-numeric: tabular-nums; }
+#sg-grid img { image-rendering: pixelated; }
+#sg-status { font-size: .9em; opacity: .85; }
+"""
+
+
+def tooltip_js(texts: dict[str, str]) -> str:
+    """Page script: each sampler checkbox gets its description as hover text (and keeps it when
+    Gradio redraws the list)."""
+    return f"""() => {{
+  const texts = {json.dumps(texts)};
+  const apply = () => document.querySelectorAll('.sg-samplers label').forEach(l => {{
+    const name = l.textContent.trim();
+    if (texts[name] && l.title !== texts[name]) l.title = texts[name];
+  }});
+  new MutationObserver(apply).observe(document.body, {{childList: true, subtree: true}});
+  apply();
+}}"""
+
+
+COPY_LINK_JS = """(q) => {
+  const url = location.origin + location.pathname + (q ? '?' + q : '');
+  if (navigator.clipboard) navigator.clipboard.writeText(url).catch(() => {});
+  return url;
+}"""
+SET_URL_JS = """(q) => { history.replaceState(null, '', q ? '?' + q : location.pathname); return []; }"""
+
+
+def launch_kwargs() -> dict[str, Any]:
+    """Theme, CSS and page script for `demo.launch(**launch_kwargs())`."""
+    return {"css": CSS, "js": tooltip_js(descriptions()), "theme": gr.themes.Soft()}
+
+
+def build_demo(config: AppConfig, models: ModelHolder) -> gr.Blocks:
+    """The whole page for this configuration."""
+    groups = grouped()
+    defaults = Settings(model=config.default_model)
+    with gr.Blocks(title=TITLE, delete_cache=(1800, 3600)) as demo:
+        gr.Markdown(f"# {TITLE}\n{INTRO}")
+        status = gr.Markdown(models.status(), elem_id="sg-status")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=2, min_width=320):
+                c = _controls(config, defaults, groups)
+            with gr.Column(scale=3, min_width=320):
+                r = _results()
+        with gr.Accordion("About samplers: ancestral, Karras, SDE, 2M/2S, equal cost", open=False):
+            gr.Markdown(ABOUT_SAMPLERS)
+        api = _api_components()
+        timer = gr.Timer(1.0)
+        _wire(demo, config, models, groups, c, r, api, status, timer)
+    return demo
+
+
+def _controls(config: AppConfig, d: Settings, groups: dict[str, list[str]]) -> dict[str, Any]:
+    c: dict[str, Any] = {}
+    c["prompt"] = gr.Textbox(d.prompt, label="Prompt", lines=2, max_length=2000)
+    c["negative_prompt"] = gr.Textbox(d.negative_prompt, label="Negative prompt", lines=1, max_length=2000)
+    c["model"] = gr.Dropdown(list(config.models), value=d.model, label="Model",
+                             allow_custom_value=not config.public,
+                             info=None if config.public else "or type a hub id, folder or .safetensors path")
+    with gr.Group():
+        c["preset"] = gr.Dropdown([p.name for p in PRESETS], value=None, label="Preset comparison",
+                                  info="fills in samplers, steps and schedule")
+        with gr.Row(elem_classes="sg-samplers"):
+            for group in GROUPS:
+                c[f"group:{group}"] = gr.CheckboxGroup(
+                    groups[group], value=[s for s in d.samplers if s in groups[group]], label=group,
+                    elem_classes="sg-samplers", min_width=140)
+    with gr.Row():
+        c["steps"] = gr.Textbox(d.steps, label="Step counts", info='A1111 syntax: "5, 10, 20", "10-40 [4]"',
+                                scale=3)
+        c["quick_steps"] = gr.Dropdown(list(QUICK_STEPS), value=None, label="Quick choice", scale=2)
+    c["schedule"] = gr.Dropdown(list(SCHEDULES), value=d.schedule, label="Schedule type")
+    with gr.Row():
+        c["cfg"] = gr.Slider(0, 20, d.cfg, step=0.5, label="CFG scale")
+        c["eta"] = gr.Slider(0, 2, d.eta, step=0.05, label="Eta (ancestral noise)")
+        c["s_noise"] = gr.Slider(0, 2, d.s_noise, step=0.01, label="s_noise (SDE noise)")
+    with gr.Row():
+        c["width"] = gr.Slider(0, 2048, d.width, step=8, label="Width (0 = model default)")
+        c["height"] = gr.Slider(0, 2048, d.height, step=8, label="Height (0 = model default)")
+    with gr.Row(equal_height=True):
+        c["seed"] = gr.Number(d.seed, label="Seed (-1 = random)", precision=0, minimum=-1, scale=4)
+        c["dice"] = gr.Button("🎲 Random seed", scale=1, size="md")
+    with gr.Accordion("Axes: what X, Y and Z vary", open=False):
+        for pos, label in (("x", "X"), ("y", "Y"), ("z", "Z")):
+            with gr.Row():
+                choices = [*AXIS_CHOICES, NO_AXIS] if pos != "x" else list(AXIS_CHOICES)
+                c[f"{pos}_axis"] = gr.Dropdown(choices, value=getattr(d, f"{pos}_axis"),
+                                               label=f"{label} axis", scale=1)
+                c[f"{pos}_values"] = gr.Textbox(getattr(d, f"{pos}_values"), label=f"{label} values",
+                                                info="not needed for Sampler and Steps", scale=2)
+        c["vary_seeds"] = gr.Checkbox(d.vary_seeds, label="Vary seeds (a different seed per cell)")
+    with gr.Row():
+        c["generate"] = gr.Button("Generate", variant="primary", scale=3)
+        c["stop"] = gr.Button("Stop", variant="stop", scale=1)
+    return c
+
+
+def _results() -> dict[str, Any]:
+    r: dict[str, Any] = {}
+    r["progress"] = gr.HTML(h.progress_html(None, "Press Generate to render the grid."))
+    r["grid"] = gr.Image(label="Grid", type="pil", interactive=False, elem_id="sg-grid", format="png",
+                         buttons=["download", "fullscreen"])
+    r["verdicts"] = gr.Markdown("")
+    r["run"] = gr.State("")
+    with gr.Tabs():
+        with gr.Tab("Cells"):
+            r["gallery"] = gr.Gallery(label="Click a cell", columns=6, height="auto", allow_preview=False,
+                                      object_fit="contain", buttons=[])
+            with gr.Row():
+                r["cell_image"] = gr.Image(label="Cell", type="filepath", interactive=False, scale=1)
+                r["cell_info"] = gr.Textbox(label="A1111 parameters (paste into PNG Info)", lines=6,
+                                            buttons=["copy"], interactive=False, scale=2)
+        with gr.Tab("Convergence"):
+            r["chart_by"] = gr.Radio(["steps", "model calls"], value="steps", label="Horizontal axis")
+            r["chart"] = gr.LinePlot(x="steps", y="distance", color="series", height=320,
+                                     label="Distance to the row's reference (pixel RMSE)")
+        with gr.Tab("Trajectory"):
+            r["traj"] = gr.Slider(0, 1, 1, step=0.05, label="Fraction of denoising",
+                                  info="every cell at the same fraction of its steps")
+            r["traj_image"] = gr.Image(label="Denoised estimate", type="pil", interactive=False)
+        with gr.Tab("Downloads"):
+            r["files"] = gr.File(label="Grid, cells, manifest, metrics", file_count="multiple",
+                                 interactive=False)
+            r["snippet"] = gr.Code(label="diffusers code for the selected cell", language="python")
+        with gr.Tab("Share"):
+            r["query"] = gr.Textbox(visible=False)
+            r["copy"] = gr.Button("Copy link")
+            r["link"] = gr.Textbox(label="Link to this grid (settings and seed)", buttons=["copy"])
+    r["notice"] = gr.Markdown("")
+    r["autorun"] = gr.State(False)
+    return r
+
+
+def _api_components() -> dict[str, Any]:
+    with gr.Row(visible=False):
+        spec = gr.Textbox(label="spec JSON")
+        image = gr.Image(type="filepath", label="grid")
+        manifest = gr.JSON(label="manifest")
+        button = gr.Button("render")
+    return {"spec": spec, "image": image, "manifest": manifest, "button": button}
+
+
+def _wire(demo: gr.Blocks, config: AppConfig, models: ModelHolder, groups: dict[str, list[str]],
+          c: dict[str, Any], r: dict[str, Any], api: dict[str, Any], status: gr.Markdown,
+          timer: gr.Timer) -> None:
+    controls = [c[f] for f in h.FIELDS] + [c[f"group:{g}"] for g in GROUPS]
+    result_outputs = [r["progress"], r["grid"], r["gallery"], r["run"], r["chart"], r["verdicts"], r["files"],
+                      r["query"], c["seed"], r["traj_image"]]
+
+    def generate(*values: Any, request: gr.Request):
+        settings = h.settings_from(list(values))
+        job, settings = h.start_job(settings, config, models)
+        query = settings.to_query()
+        for snap in h.run_job(job, request.session_hash or ""):
+            if not snap.done:
+                yield [h.progress_html(snap), display_grid(snap.grid), gr.skip(), gr.skip(), gr.skip(),
+                       gr.skip(), gr.skip(), query, settings.seed, gr.skip()]
+            else:
+                run_id = h.remember(snap.outputs)
+                yield [h.progress_html(snap), *result_updates(snap.outputs, run_id), query, settings.seed,
+                       snap.outputs.trajectory(1.0)]
+
+    def generate_from_link(autorun: bool, *values: Any, request: gr.Request):
+        if autorun:
+            yield from generate(*values, request=request)
+
+    gen = c["generate"].click(generate, controls, result_outputs, concurrency_id="render",
+                              concurrency_limit=config.concurrency, api_visibility="private",
+                              show_progress="hidden")
+    gen.then(None, r["query"], None, js=SET_URL_JS)
+    c["stop"].click(_stop, None, r["progress"], queue=False, api_visibility="private")
+    c["dice"].click(h.random_seed, None, c["seed"], queue=False, api_visibility="private")
+    c["preset"].input(lambda name: h.apply_preset(name, groups), c["preset"],
+                      [*(c[f"group:{g}"] for g in GROUPS), c["steps"], c["schedule"]], queue=False,
+                      api_visibility="private")
+    c["quick_steps"].input(lambda v: v, c["quick_steps"], c["steps"], queue=False, api_visibility="private")
+    r["gallery"].select(_select_cell, r["run"], [r["cell_image"], r["cell_info"], r["snippet"]],
+                        api_visibility="private")
+    r["chart_by"].change(_chart, [r["run"], r["chart_by"]], r["chart"], api_visibility="private")
+    r["traj"].release(_trajectory, [r["run"], r["traj"]], r["traj_image"], api_visibility="private")
+    r["copy"].click(lambda *v: h.settings_from(list(v)).to_query(), controls, r["query"], queue=False,
+                    api_visibility="private").then(None, r["query"], r["link"], js=COPY_LINK_JS)
+    api["button"].click(_api_render(config, models), api["spec"], [api["image"], api["manifest"]],
+                        api_name="render", concurrency_id="render", concurrency_limit=config.concurrency)
+    timer.tick(lambda: _status(models), None, [status, timer], api_visibility="private")
+    demo.load(_restore(groups), None, [*controls, r["notice"], r["autorun"]],
+              api_visibility="private").then(
+        generate_from_link, [r["autorun"], *controls], result_outputs, concurrency_id="render",
+        concurrency_limit=config.concurrency, api_visibility="private", show_progress="hidden")
+
+
+def _stop(request: gr.Request) -> str:
+    return h.stop(request.session_hash or "")
+
+
+def _status(models: ModelHolder) -> tuple[str, Any]:
+    text = models.status()
+    busy = "loading" in text or "not loaded" in text
+    return text, gr.Timer(active=busy)
+
+
+def _restore(groups: dict[str, list[str]]):
+    def restore(request: gr.Request) -> list[Any]:
+        params: dict[str, list[str]] = {}
+        for key, value in request.query_params.multi_items() if hasattr(request.query_params,
+                                                                          "multi_items") else []:
+            params.setdefault(key, []).append(value)
+        if not params:
+            return [gr.skip()] * (len(h.FIELDS) + len(GROUPS)) + ["", False]
+        settings, warnings = Settings.from_query(params)
+        notice = "\n".join(f"- {w}" for w in warnings)
+        return [*h.values_from(settings, groups), notice, True]
+    return restore
+
+
+def _select_cell(run_id: str, evt: gr.SelectData) -> tuple[Any, str, str]:
+    outputs = h.run_of(run_id)
+    return outputs.cell_view(evt.index)
+
+
+def _chart(run_id: str, by: str) -> Any:
+    if not run_id:
+        return gr.skip()
+    return h.run_of(run_id).chart("model_calls" if by == "model calls" else "steps")
+
+
+def _trajectory(run_id: str, fraction: float) -> Any:
+    return h.run_of(run_id).trajectory(float(fraction))
+
+
+def _api_render(config: AppConfig, models: ModelHolder):
+    def render(spec_json: str) -> tuple[str, dict]:
+        """Render a grid from its spec JSON (the CLI's format); returns the grid PNG and the manifest."""
+        return h.render_spec(spec_json, config, models)
+    return render

@@ -1,0 +1,188 @@
+"""One press of Generate: render a grid in a worker thread and stream what is done so far.
+
+`GridJob.snapshots()` is a generator the page iterates: it yields a `Snapshot`
+(the grid with every finished cell drawn and the rest as pending tiles, plus
+progress) whenever a cell finishes, at most a few times a second, and a last
+one with the written files and the convergence measurements. `stop()` asks the
+engine to stop between ticks; cells already finished are kept and written.
+
+One grid renders at a time per process (RENDER_LOCK): the engine keeps one model
+in memory and the page's queue already runs grids one after another.
+"""
+
+from __future__ import annotations
+
+import queue
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+import grids
+from grids.layout import GridLabels, LayoutOptions, draw_grid, plan_layout
+from ui.config import AppConfig
+from ui.models import ModelHolder
+
+RENDER_LOCK = threading.Lock()
+SNAPSHOT_EVERY_S = 0.35
+KEEP_RUNS = 20
+PENDING = (236, 236, 236)
+
+
+@dataclass
+class Snapshot:
+    """What the page shows at one moment of a run."""
+
+    grid: Image.Image | None
+    cells_done: int
+    cells_total: int
+    calls_done: int
+    calls_total: int
+    elapsed: float
+    eta: float | None
+    status: str
+    done: bool = False
+    outputs: Any = None  # ui.results.RunOutputs on the last snapshot
+
+
+@dataclass
+class _Events:
+    """What the worker thread tells the streaming loop."""
+
+    q: queue.Queue = field(default_factory=queue.Queue)
+    progress: Any = None
+
+
+class GridJob:
+    """A grid run: spec in, snapshots out. Not reusable."""
+
+    def __init__(self, spec: grids.GridSpec, config: AppConfig, models: ModelHolder) -> None:
+        self.spec = spec
+        self.resolved = spec.resolved()
+        self.cells = grids.expand(self.resolved)
+        self.config = config
+        self.models = models
+        self._stop = threading.Event()
+        self.results: list[Any] = [None] * len(self.cells)
+        self.error: BaseException | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def check(self) -> Any:
+        """Load the model and check the grid against the limits; raises ValueError with the reason."""
+        self.config.check_model(self.resolved.model)
+        for cell in self.cells:
+            self.config.check_model(cell.spec.model)
+        model = self.models.load(self.resolved.model)
+        grids.validate(self.cells, self.config.limits, model.default_size, model.vae_scale_factor)
+        self.layout = LayoutOptions(max_megapixels=self.config.limits.max_megapixels,
+                                    cell_size=self._cell_box(model))
+        plan_layout([None] * len(self.cells), GridLabels.from_spec(self.resolved), self.resolved.shape,
+                    self.layout)
+        self.model = model
+        return model
+
+    def _cell_box(self, model: Any) -> tuple[int, int]:
+        sized = [c.spec.sized(model.default_size) for c in self.cells]
+        return max(s.width for s in sized), max(s.height for s in sized)
+
+    def snapshots(self) -> Iterator[Snapshot]:
+        """Render, yielding progress; the last snapshot has done=True and the outputs."""
+        from ui.results import write_outputs  # torch-heavy; imported when a grid first runs
+
+        events = _Events()
+        total_calls = sum(c.spec.denoiser_calls() for c in self.cells)
+        started = time.perf_counter()
+        yield self._snapshot(0, total_calls, started, None, "starting…")
+        worker = threading.Thread(target=self._work, args=(events,), name="grid-render", daemon=True)
+        worker.start()
+        last = 0.0
+        while worker.is_alive() or not events.q.empty():
+            try:
+                events.q.get(timeout=0.1)
+                changed = True
+            except queue.Empty:
+                changed = False
+            now = time.perf_counter()
+            if (changed or now - last > 1.0) and now - last >= SNAPSHOT_EVERY_S:
+                last = now
+                yield self._snapshot(self._calls(events), total_calls, started, self._eta(events), "")
+        worker.join()
+        if self.error is not None:
+            raise self.error
+        outputs = write_outputs(self, time.perf_counter() - started)
+        snap = self._snapshot(total_calls if not self.stopped else self._calls(events), total_calls,
+                              started, 0.0, "stopped — finished cells kept" if self.stopped else "done")
+        snap.grid, snap.done, snap.outputs = outputs.grid, True, outputs
+        yield snap
+
+    def _work(self, events: _Events) -> None:
+        from pipeline.engine import RunOptions
+        from pipeline.render import render
+
+        def on_cell(index: int, result: Any) -> None:
+            self.results[index] = result
+            events.q.put(index)
+
+        def on_progress(p: Any) -> None:
+            events.progress = p
+
+        try:
+            with RENDER_LOCK:
+                final = render([c.spec for c in self.cells], RunOptions(
+                    max_batch=self.config.max_batch, on_cell=on_cell, on_progress=on_progress,
+                    should_stop=self._stop.is_set, preview_every=1), loader=self.models.load)
+            self.results = list(final)
+        except BaseException as err:  # delivered to the page by snapshots(), never lost in a thread
+            self.error = err
+
+    @staticmethod
+    def _calls(events: _Events) -> int:
+        return events.progress.calls_done if events.progress is not None else 0
+
+    @staticmethod
+    def _eta(events: _Events) -> float | None:
+        return events.progress.eta_seconds if events.progress is not None else None
+
+    def _snapshot(self, calls: int, total_calls: int, started: float, eta: float | None,
+                  status: str) -> Snapshot:
+        done = sum(r is not None for r in self.results)
+        return Snapshot(grid=self.partial_grid(), cells_done=done, cells_total=len(self.cells),
+                        calls_done=calls, calls_total=total_calls, elapsed=time.perf_counter() - started,
+                        eta=eta, status=status)
+
+    def partial_grid(self) -> Image.Image:
+        """The grid so far: finished cells, failed cells' reasons, pending cells as blank tiles."""
+        pending = Image.new("RGB", self.layout.cell_size, PENDING)
+        images = []
+        for result in self.results:
+            if result is None:
+                images.append(pending)
+            elif result.ok:
+                images.append(result.image)
+            else:
+                images.append(result.error or "no image")
+        return draw_grid(images, GridLabels.from_spec(self.resolved), self.resolved.shape, self.layout)
+
+
+def run_folder(config: AppConfig) -> Path:
+    """A new folder for one run's files under the app's output root; old runs beyond KEEP_RUNS go."""
+    root = config.out_root
+    root.mkdir(parents=True, exist_ok=True)
+    runs = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    for old in runs[:-KEEP_RUNS] if len(runs) >= KEEP_RUNS else []:
+        shutil.rmtree(old, ignore_errors=True)
+    folder = root / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+    folder.mkdir()
+    return folder
