@@ -1,13 +1,18 @@
 """Headless grids: `python cli.py grid [--spec SPEC.json] --out DIR [flags]`.
 
 This module owns the command line: a spec file and flags become a GridSpec, which is checked
-against the loaded model, rendered with a progress bar on stderr, and written to DIR:
+against the loaded model, rendered with a progress bar on stderr, and written to DIR by
+grids.outputs.GridFolder:
 
     grid.png                   the labelled grid (A1111 "parameters" text of cell 0 + X/Y/Z plot)
     cells/<NNN>-<slug>.png     each cell that rendered, with its own "parameters" text
     spec.json                  the resolved spec (random seeds fixed): `--spec DIR/spec.json` re-runs it
+    grid.jpg, grid.webp        with --formats png,jpeg,webp (the text in EXIF, as A1111 writes it)
+    animation.gif              with --animation: one frame per steps value, else per X value
+    bundle.zip                 with --zip: every file above and the manifest
     manifest.json              written last: the spec as given, the resolved seed, every cell's
-                               settings, labels, model calls, seconds, file and sha256, totals
+                               settings, labels, model calls, seconds, file and sha256, diffusers
+                               script, totals
 
 Every file is written under a temporary name and renamed, so none is ever half-written.
 Exit codes: 0 every cell rendered; 1 some cells failed (the grid shows placeholders); 2 bad
@@ -18,22 +23,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import json
-import re
 import signal
 import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import grids
-from grids import infotext
-from grids.layout import GridLabels, LayoutOptions, draw_grid, plan_layout
-from version import __version__
+from grids.exports import ExportError
+from grids.layout import GridLabels, LayoutOptions, plan_layout
+from grids.outputs import FolderOptions, GridFolder, OutputFolderError, parse_formats
 
 # Without --spec the grid is sampler x steps, the comparison this tool exists for. A default
 # axis is left out when its setting is given as a flag (--sampler Euler means one sampler).
@@ -45,6 +46,7 @@ EXAMPLES = """examples:
   python cli.py grid --model runwayml/stable-diffusion-v1-5 --out out/g --seed 1 \\
       --x "sampler=Euler, Euler a, DPM++ 2M Karras" --y "steps=5-20 [4]"
   python cli.py grid --spec out/g/spec.json --out out/again      # the same images again
+  python cli.py grid --out out/g --formats png,webp --animation --zip
 """
 
 
@@ -86,8 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse a grid image larger than this (default: %(default)g)")
     g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     g.add_argument("--dtype", default=None, help="float32, float16 or bfloat16")
+    g.add_argument("--formats", type=_formats, default=("png",), metavar="png,jpeg,webp",
+                   help="grid image formats (grid.png is always written)")
+    g.add_argument("--animation", action="store_true",
+                   help="also write animation.gif: one frame per steps value (X or Y), else per X value")
+    g.add_argument("--zip", action="store_true", help="also write bundle.zip with every file of the run")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    try:
+        return parse_formats(text)
+    except ExportError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 # ---------------------------------------------------------------- the spec
@@ -127,34 +141,6 @@ def build_spec(args: argparse.Namespace) -> grids.GridSpec:
     return grids.GridSpec.from_json(data)
 
 
-# ---------------------------------------------------------------- output files
-
-
-def slug(labels: Sequence[str | None]) -> str:
-    """A file-name part from a cell's labels: ("Euler a", "Steps: 20") -> "euler-a-steps-20"."""
-    text = "-".join(label for label in labels if label).lower().replace("+", "p")
-    text = re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:60].rstrip("-")
-    return text or "cell"
-
-
-def cell_files(cells: Sequence[grids.Cell]) -> list[str]:
-    """Each cell's file, relative to the output folder: cells/003-euler-a-steps-20.png."""
-    digits = max(3, len(str(len(cells) - 1)))
-    return [f"cells/{i:0{digits}d}-{slug(c.labels)}.png" for i, c in enumerate(cells)]
-
-
-def write_json(path: Path, data: Any) -> None:
-    text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
-    infotext.write_atomic(path, text.encode("utf-8"))
-
-
-def _remove_stale(out: Path, keep: set[str]) -> None:
-    """Drop cell images a previous run left here, so cells/ matches the manifest."""
-    for path in (out / "cells").glob("*.png"):
-        if re.fullmatch(r"\d{3,}-[a-z0-9-]+\.png", path.name) and f"cells/{path.name}" not in keep:
-            path.unlink()
-
-
 # ---------------------------------------------------------------- running
 
 
@@ -187,70 +173,6 @@ class ProgressBar:
 
     def close(self) -> None:
         self.bar.close()
-
-
-class Run:
-    """One grid run into one folder: writes each cell as it arrives, then the grid and manifest."""
-
-    def __init__(self, out: Path, spec: grids.GridSpec, resolved: grids.GridSpec, model: Any) -> None:
-        self.out, self.spec, self.resolved, self.model = out, spec, resolved, model
-        self.cells = grids.expand(resolved)
-        self.files = cell_files(self.cells)
-        self.records: list[dict[str, Any] | None] = [None] * len(self.cells)
-
-    def params(self, cell_spec: Any) -> str:
-        """A cell's A1111 text, naming the model that rendered it (a model axis loads several)."""
-        from pipeline.models import loaded_model
-
-        model = loaded_model() if cell_spec.model != self.model.name else self.model
-        model_hash = model.model_hash if model is not None and model.name == cell_spec.model else ""
-        return infotext.parameters(cell_spec, cell_spec.model, model_hash)
-
-    def on_cell(self, index: int, result: Any) -> None:
-        """Write a finished cell's PNG at once, so a crash later keeps the cells done so far."""
-        cell = self.cells[index]
-        params = self.params(result.spec)
-        record = {"index": index, "ix": cell.ix, "iy": cell.iy, "iz": cell.iz,
-                  "labels": dict(zip("xyz", cell.labels, strict=True)),
-                  "settings": {**asdict(result.spec), "sampler_options": dict(result.spec.sampler_options)},
-                  "model_calls": result.model_calls, "seconds": round(result.seconds, 4),
-                  "cached": result.cached, "parameters": params, "file": None, "sha256": None,
-                  "error": result.error}
-        if result.ok:
-            data = infotext.save_png(result.image, self.out / self.files[index], params)
-            record.update(file=self.files[index], sha256=hashlib.sha256(data).hexdigest())
-        self.records[index] = record
-
-    def finish(self, results: Sequence[Any], layout_options: LayoutOptions,
-               seconds: dict[str, float]) -> None:
-        """Write the cells not yet written, the grid, and last the manifest."""
-        for i, result in enumerate(results):
-            if self.records[i] is None:  # cells the engine never delivered (stopped)
-                self.on_cell(i, result)
-        images = [r.image if r.ok else (r.error or "no image") for r in results]
-        grid = draw_grid(images, GridLabels.from_spec(self.resolved), self.resolved.shape, layout_options)
-        text = infotext.grid_parameters(results[0].spec, self.resolved, self.model.name,
-                                        self.model.model_hash)
-        data = infotext.save_png(grid, self.out / "grid.png", text)
-        _remove_stale(self.out, {r["file"] for r in self.records if r and r["file"]})
-        write_json(self.out / "manifest.json", self.manifest(grid.size, data, text, seconds))
-
-    def manifest(self, size: tuple[int, int], grid_png: bytes, text: str, seconds: dict[str, float]) -> dict:
-        records = [r for r in self.records if r is not None]
-        nx, ny, nz = self.resolved.shape
-        return {
-            "format": "sampler-grid manifest 1", "version": __version__,
-            "spec": self.spec.to_json(), "seed": self.resolved.seed,
-            "model": {"name": self.model.name, "hash": self.model.model_hash, "family": self.model.family,
-                      "default_size": list(self.model.default_size)},
-            "shape": {"columns": nx, "rows": ny, "subgrids": nz},
-            "grid": {"file": "grid.png", "width": size[0], "height": size[1],
-                     "sha256": hashlib.sha256(grid_png).hexdigest(), "parameters": text},
-            "cells": records,
-            "totals": {"cells": len(records), "failed": sum(r["error"] is not None for r in records),
-                       "model_calls": sum(r["model_calls"] for r in records),
-                       **{k: round(v, 3) for k, v in seconds.items()}},
-        }
 
 
 @contextlib.contextmanager
@@ -290,15 +212,15 @@ def run_grid(args: argparse.Namespace) -> int:
     _quiet_loading()
     model = loader(resolved.model)
     load_s = time.perf_counter() - t0
-    run = Run(args.out, spec, resolved, model)
+    run = GridFolder(args.out, spec, resolved, model,
+                     FolderOptions(formats=args.formats, animation=args.animation, zip=args.zip))
     sized = [c.spec.sized(model.default_size) for c in run.cells]
     grids.validate(run.cells, grids.Limits(max_megapixels=args.max_megapixels), model.default_size,
                    model.vae_scale_factor)
     layout = LayoutOptions(margin=args.margin, legend=not args.no_legend, max_megapixels=args.max_megapixels,
                            cell_size=(max(s.width for s in sized), max(s.height for s in sized)))
     plan_layout([None] * len(sized), GridLabels.from_spec(resolved), resolved.shape, layout)  # size check
-    _prepare(args.out)
-    write_json(args.out / "spec.json", resolved.to_json())
+    run.prepare()
     bar = ProgressBar(len(sized), sum(s.denoiser_calls() for s in sized), not args.quiet)
 
     def on_cell(index: int, result: Any) -> None:
@@ -319,17 +241,6 @@ def run_grid(args: argparse.Namespace) -> int:
     if failed:
         sys.stderr.write(f"{failed} of {len(results)} cells failed; see {args.out / 'manifest.json'}\n")
     return 1 if failed else 0
-
-
-def _prepare(out: Path) -> None:
-    """Create the folder; drop a previous run's manifest and grid first, so a manifest.json
-    there always belongs to a run that finished."""
-    try:
-        (out / "cells").mkdir(parents=True, exist_ok=True)
-        for name in ("manifest.json", "grid.png"):
-            (out / name).unlink(missing_ok=True)
-    except OSError as err:
-        raise UsageError(f"cannot create the output folder {str(out)!r}: {err.strerror or err}") from err
 
 
 def _quiet_loading() -> None:
@@ -354,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return run_grid(args)
-    except (UsageError, grids.SpecError, grids.AxisError, ModelLoadError) as err:
+    except (UsageError, grids.SpecError, grids.AxisError, ModelLoadError, OutputFolderError) as err:
         return _fail(err)
     except OSError as err:  # an output folder we cannot write to, a full disk
         return _fail(f"{err.strerror or err}: {err.filename}" if err.filename else err)

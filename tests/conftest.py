@@ -12,7 +12,6 @@ import pytest
 import torch
 from hypothesis import settings
 
-
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 from tests.tiny_models import tiny_sd, tiny_sdxl

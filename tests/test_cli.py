@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from PIL import Image
 import cli
 from grids import GridSpec
 from grids.layout import PLACEHOLDER, GridLabels, LayoutOptions, plan_layout
+from grids.reader import read_parameters
 from pipeline.models import load_model
 
 SAMPLERS = ["Euler", "Euler a", "DPM++ 2M SDE"]
@@ -183,10 +185,27 @@ def test_flags_over_defaults_and_spec(tmp_path):
     assert spec.x is None and spec.y.values == ("Karras", "Beta") and spec.steps == 9
 
 
-def test_slugs():
-    assert cli.slug(("DPM++ 2M Karras", "Steps: 20", None)) == "dpmpp-2m-karras-steps-20"
-    assert cli.slug((None, None, None)) == "cell"
-    assert cli.slug(("CFG Scale: 7.5", "Prompt S/R: a cat, ünï")) == "cfg-scale-7-5-prompt-s-r-a-cat-n"
+def test_formats_animation_and_zip_flags(sd_path, tmp_path):
+    out = tmp_path / "extras"
+    rc = cli.main(grid_args(sd_path, out, "--seed", "2", "--x", "sampler=Euler, DPM++ 2S a",
+                            "--y", "steps=2, 3", "--formats", "jpg,WEBP", "--animation", "--zip"))
+    assert rc == 0
+    assert sorted(p.name for p in out.iterdir()) == ["animation.gif", "bundle.zip", "cells", "grid.jpg",
+                                                     "grid.png", "grid.webp", "manifest.json", "spec.json"]
+    m = manifest(out)
+    assert sorted(m["grid"]["formats"]) == ["jpeg", "webp"] and m["animation"]["axis"] == "y"
+    assert read_parameters(out / "grid.webp") == m["grid"]["parameters"]
+    assert [c["diffusers_snippet"] is None for c in m["cells"]] == [False, True, False, True]
+    with zipfile.ZipFile(out / "bundle.zip") as zf:
+        assert zf.read("manifest.json") == (out / "manifest.json").read_bytes() and len(zf.namelist()) == 10
+
+
+def test_unknown_format_flag_is_one_line_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["grid", "--out", str(tmp_path / "o"), "--formats", "png,gif"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == ("error: argument --formats: unknown image format 'gif'; choose from "
+                                       "png, jpeg, webp (see cli.py grid --help)\n")
 
 
 def test_model_axis_names_each_cells_own_model(sd_path, sdxl_path, tmp_path):
