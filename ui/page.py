@@ -82,8 +82,14 @@ def build_demo(config: AppConfig, models: ModelHolder) -> gr.Blocks:
 
 def _controls(config: AppConfig, d: Settings, groups: dict[str, list[str]]) -> dict[str, Any]:
     c: dict[str, Any] = {}
-    c["prompt"] = gr.Textbox(d.prompt, label="Prompt", lines=2, max_length=2000)
-    c["negative_prompt"] = gr.Textbox(d.negative_prompt, label="Negative prompt", lines=1, max_length=2000)
+    with gr.Row(equal_height=True):
+        with gr.Column(scale=4, min_width=220):
+            c["prompt"] = gr.Textbox(d.prompt, label="Prompt", lines=2, max_length=2000, elem_id="sg-prompt")
+            c["negative_prompt"] = gr.Textbox(d.negative_prompt, label="Negative prompt", lines=1,
+                                              max_length=2000)
+        with gr.Column(scale=1, min_width=110):
+            c["generate"] = gr.Button("Generate", variant="primary", size="lg", elem_id="sg-generate")
+            c["stop"] = gr.Button("Stop", variant="stop", elem_id="sg-stop")
     c["model"] = gr.Dropdown(list(config.models), value=d.model, label="Model",
                              allow_custom_value=not config.public,
                              info=None if config.public else "or type a hub id, folder or .safetensors path")
@@ -91,26 +97,29 @@ def _controls(config: AppConfig, d: Settings, groups: dict[str, list[str]]) -> d
         c["preset"] = gr.Dropdown([p.name for p in PRESETS], value=None, label="Preset comparison",
                                   info="fills in samplers, steps and schedule")
         with gr.Row(elem_classes="sg-samplers"):
-            for group in GROUPS:
-                c[f"group:{group}"] = gr.CheckboxGroup(
-                    groups[group], value=[s for s in d.samplers if s in groups[group]], label=group,
-                    elem_classes="sg-samplers", min_width=140)
+            for group in GROUPS[:-1]:
+                c[f"group:{group}"] = _sampler_group(group, groups, d)
+        with gr.Accordion(f"diffusers schedulers ({len(groups['diffusers'])})", open=False):
+            c["group:diffusers"] = _sampler_group("diffusers", groups, d)
     with gr.Row():
         c["steps"] = gr.Textbox(d.steps, label="Step counts", info='A1111 syntax: "5, 10, 20", "10-40 [4]"',
-                                scale=3)
+                                scale=3, elem_id="sg-steps")
         c["quick_steps"] = gr.Dropdown(list(QUICK_STEPS), value=None, label="Quick choice", scale=2)
-    c["schedule"] = gr.Dropdown(list(SCHEDULES), value=d.schedule, label="Schedule type")
     with gr.Row():
-        c["cfg"] = gr.Slider(0, 20, d.cfg, step=0.5, label="CFG scale")
-        c["eta"] = gr.Slider(0, 2, d.eta, step=0.05, label="Eta (ancestral noise)")
-        c["s_noise"] = gr.Slider(0, 2, d.s_noise, step=0.01, label="s_noise (SDE noise)")
-    with gr.Row():
-        c["width"] = gr.Slider(0, 2048, d.width, step=8, label="Width (0 = model default)")
-        c["height"] = gr.Slider(0, 2048, d.height, step=8, label="Height (0 = model default)")
+        c["schedule"] = gr.Dropdown(list(SCHEDULES), value=d.schedule, label="Schedule type", scale=2)
+        c["cfg"] = gr.Slider(0, 20, d.cfg, step=0.5, label="CFG scale", scale=3, elem_id="sg-cfg")
     with gr.Row(equal_height=True):
-        c["seed"] = gr.Number(d.seed, label="Seed (-1 = random)", precision=0, minimum=-1, scale=4)
+        c["seed"] = gr.Number(d.seed, label="Seed (-1 = random)", precision=0, minimum=-1, scale=4,
+                               elem_id="sg-seed")
         c["dice"] = gr.Button("🎲 Random seed", scale=1, size="md")
-    with gr.Accordion("Axes: what X, Y and Z vary", open=False):
+    with gr.Accordion("Noise and size", open=False):
+        with gr.Row():
+            c["eta"] = gr.Slider(0, 2, d.eta, step=0.05, label="Eta (ancestral noise)")
+            c["s_noise"] = gr.Slider(0, 2, d.s_noise, step=0.01, label="s_noise (SDE noise)")
+        with gr.Row():
+            c["width"] = gr.Slider(0, 2048, d.width, step=8, label="Width (0 = model default)")
+            c["height"] = gr.Slider(0, 2048, d.height, step=8, label="Height (0 = model default)")
+    with gr.Accordion("Axes: what X, Y and Z vary (default: steps across, one row per sampler)", open=False):
         for pos, label in (("x", "X"), ("y", "Y"), ("z", "Z")):
             with gr.Row():
                 choices = [*AXIS_CHOICES, NO_AXIS] if pos != "x" else list(AXIS_CHOICES)
@@ -119,15 +128,18 @@ def _controls(config: AppConfig, d: Settings, groups: dict[str, list[str]]) -> d
                 c[f"{pos}_values"] = gr.Textbox(getattr(d, f"{pos}_values"), label=f"{label} values",
                                                 info="not needed for Sampler and Steps", scale=2)
         c["vary_seeds"] = gr.Checkbox(d.vary_seeds, label="Vary seeds (a different seed per cell)")
-    with gr.Row():
-        c["generate"] = gr.Button("Generate", variant="primary", scale=3)
-        c["stop"] = gr.Button("Stop", variant="stop", scale=1)
     return c
+
+
+def _sampler_group(group: str, groups: dict[str, list[str]], d: Settings) -> gr.CheckboxGroup:
+    return gr.CheckboxGroup(groups[group], value=[s for s in d.samplers if s in groups[group]], label=group,
+                            elem_classes="sg-samplers", min_width=140)
 
 
 def _results() -> dict[str, Any]:
     r: dict[str, Any] = {}
-    r["progress"] = gr.HTML(h.progress_html(None, "Press Generate to render the grid."))
+    r["progress"] = gr.HTML(h.progress_html(None, "Press Generate to render the grid."),
+                            elem_id="sg-progress")
     r["grid"] = gr.Image(label="Grid", type="pil", interactive=False, elem_id="sg-grid", format="png",
                          buttons=["download", "fullscreen"])
     r["verdicts"] = gr.Markdown("")
@@ -135,27 +147,30 @@ def _results() -> dict[str, Any]:
     with gr.Tabs():
         with gr.Tab("Cells"):
             r["gallery"] = gr.Gallery(label="Click a cell", columns=6, height="auto", allow_preview=False,
-                                      object_fit="contain", buttons=[])
+                                      object_fit="contain", buttons=[], elem_id="sg-gallery")
             with gr.Row():
                 r["cell_image"] = gr.Image(label="Cell", type="filepath", interactive=False, scale=1)
                 r["cell_info"] = gr.Textbox(label="A1111 parameters (paste into PNG Info)", lines=6,
-                                            buttons=["copy"], interactive=False, scale=2)
+                                            buttons=["copy"], interactive=False, scale=2,
+                                            elem_id="sg-cell-info")
         with gr.Tab("Convergence"):
             r["chart_by"] = gr.Radio(["steps", "model calls"], value="steps", label="Horizontal axis")
-            r["chart"] = gr.LinePlot(x="steps", y="distance", color="series", height=320,
-                                     label="Distance to the row's reference (pixel RMSE)")
+            r["chart"] = gr.LinePlot(x="x", y="distance", color="series", height=320, x_title="steps",
+                                     y_title="distance to the row's reference",
+                                     label="Convergence: lower is closer to the row's reference")
         with gr.Tab("Trajectory"):
             r["traj"] = gr.Slider(0, 1, 1, step=0.05, label="Fraction of denoising",
                                   info="every cell at the same fraction of its steps")
             r["traj_image"] = gr.Image(label="Denoised estimate", type="pil", interactive=False)
         with gr.Tab("Downloads"):
             r["files"] = gr.File(label="Grid, cells, manifest, metrics", file_count="multiple",
-                                 interactive=False)
+                                 interactive=False, elem_id="sg-files")
             r["snippet"] = gr.Code(label="diffusers code for the selected cell", language="python")
         with gr.Tab("Share"):
             r["query"] = gr.Textbox(visible=False)
-            r["copy"] = gr.Button("Copy link")
-            r["link"] = gr.Textbox(label="Link to this grid (settings and seed)", buttons=["copy"])
+            r["copy"] = gr.Button("Copy link", elem_id="sg-copy")
+            r["link"] = gr.Textbox(label="Link to this grid (settings and seed)", buttons=["copy"],
+                                   elem_id="sg-link")
     r["notice"] = gr.Markdown("")
     r["autorun"] = gr.State(False)
     return r
@@ -177,7 +192,7 @@ def _wire(demo: gr.Blocks, config: AppConfig, models: ModelHolder, groups: dict[
     result_outputs = [r["progress"], r["grid"], r["gallery"], r["run"], r["chart"], r["verdicts"], r["files"],
                       r["query"], c["seed"], r["traj_image"]]
 
-    def generate(*values: Any, request: gr.Request):
+    def generate(request: gr.Request, *values: Any):
         settings = h.settings_from(list(values))
         job, settings = h.start_job(settings, config, models)
         query = settings.to_query()
@@ -190,9 +205,11 @@ def _wire(demo: gr.Blocks, config: AppConfig, models: ModelHolder, groups: dict[
                 yield [h.progress_html(snap), *result_updates(snap.outputs, run_id), query, settings.seed,
                        snap.outputs.trajectory(1.0)]
 
-    def generate_from_link(autorun: bool, *values: Any, request: gr.Request):
+    def generate_from_link(request: gr.Request, autorun: bool, *values: Any):
         if autorun:
-            yield from generate(*values, request=request)
+            yield from generate(request, *values)
+        else:  # a generator that yields nothing would blank every output (the seed among them)
+            yield [gr.skip()] * len(result_outputs)
 
     gen = c["generate"].click(generate, controls, result_outputs, concurrency_id="render",
                               concurrency_limit=config.concurrency, api_visibility="private",
@@ -231,12 +248,14 @@ def _status(models: ModelHolder) -> tuple[str, Any]:
 
 def _restore(groups: dict[str, list[str]]):
     def restore(request: gr.Request) -> list[Any]:
+        """Controls from the page URL's query (a shared link); without one, nothing changes."""
+        query = request.query_params
+        pairs = query.multi_items() if hasattr(query, "multi_items") else list(dict(query or {}).items())
         params: dict[str, list[str]] = {}
-        for key, value in request.query_params.multi_items() if hasattr(request.query_params,
-                                                                          "multi_items") else []:
+        for key, value in pairs:
             params.setdefault(key, []).append(value)
         if not params:
-            return [gr.skip()] * (len(h.FIELDS) + len(GROUPS)) + ["", False]
+            return [gr.skip()] * (len(h.FIELDS) + len(GROUPS) + 2)
         settings, warnings = Settings.from_query(params)
         notice = "\n".join(f"- {w}" for w in warnings)
         return [*h.values_from(settings, groups), notice, True]
@@ -251,7 +270,8 @@ def _select_cell(run_id: str, evt: gr.SelectData) -> tuple[Any, str, str]:
 def _chart(run_id: str, by: str) -> Any:
     if not run_id:
         return gr.skip()
-    return h.run_of(run_id).chart("model_calls" if by == "model calls" else "steps")
+    key = "model_calls" if by == "model calls" else "steps"
+    return gr.LinePlot(value=h.run_of(run_id).chart(key), x_title=by)
 
 
 def _trajectory(run_id: str, fraction: float) -> Any:

@@ -26,6 +26,7 @@ from PIL import Image
 
 import grids
 from grids.layout import GridLabels, LayoutOptions, draw_grid, plan_layout
+from grids.outputs import FolderOptions, GridFolder
 from ui.config import AppConfig
 from ui.models import ModelHolder
 
@@ -91,6 +92,10 @@ class GridJob:
         plan_layout([None] * len(self.cells), GridLabels.from_spec(self.resolved), self.resolved.shape,
                     self.layout)
         self.model = model
+        self.folder = run_folder(self.config)
+        self.writer = GridFolder(self.folder, self.spec, self.resolved, model,
+                                 FolderOptions(animation=True, zip=True))
+        self.writer.prepare()
         return model
 
     def _cell_box(self, model: Any) -> tuple[int, int]:
@@ -133,6 +138,7 @@ class GridJob:
 
         def on_cell(index: int, result: Any) -> None:
             self.results[index] = result
+            self.writer.on_cell(index, result)  # on disk at once: a crash later keeps it
             events.q.put(index)
 
         def on_progress(p: Any) -> None:
@@ -142,10 +148,15 @@ class GridJob:
             with RENDER_LOCK:
                 final = render([c.spec for c in self.cells], RunOptions(
                     max_batch=self.config.max_batch, on_cell=on_cell, on_progress=on_progress,
-                    should_stop=self._stop.is_set, preview_every=1), loader=self.models.load)
+                    should_stop=self._stop.is_set, preview_every=self._preview_every()),
+                    loader=self.models.load)
             self.results = list(final)
         except BaseException as err:  # delivered to the page by snapshots(), never lost in a thread
             self.error = err
+
+    def _preview_every(self) -> int:
+        """About 20 previews per cell for the trajectory slider, whatever the step count."""
+        return max(1, max(c.spec.steps for c in self.cells) // 20)
 
     @staticmethod
     def _calls(events: _Events) -> int:
