@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -227,10 +228,34 @@ def schedule_overrides(schedule: str) -> dict[str, Any]:
     return dict(SCHEDULE_FLAGS[schedule])
 
 
+class _SchedulerOptions(Mapping):
+    """A diffusers scheduler's config keys as sampler options, read on first use: importing
+    diffusers costs seconds, which listing the samplers (e.g. to build the app's page) need not pay."""
+
+    def __init__(self, class_name: str) -> None:
+        if class_name not in SUPPORTED:
+            raise UnknownSamplerError(suggest(class_name, list(SUPPORTED), "diffusers scheduler"))
+        self._class_name = class_name
+        self._keys: dict[str, Any] | None = None
+
+    def _load(self) -> dict[str, Any]:
+        if self._keys is None:
+            self._keys = {**_config_keys(_scheduler_class(self._class_name)), "scheduler_config": None}
+        return self._keys
+
+    def __getitem__(self, key: str) -> Any:
+        return self._load()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+
 def _info(name: str, class_name: str, preset: dict[str, Any], description: str) -> SamplerInfo:
     fn = functools.partial(run_scheduler, _class_name=class_name, _preset=preset)
-    cls = _scheduler_class(class_name)
-    options = {**_config_keys(cls), "scheduler_config": None}
+    options = _SchedulerOptions(class_name)
     kind = "ancestral" if class_name in _ANCESTRAL else "sde" if class_name in _SDE else (
         "sde" if str(preset.get("algorithm_type", "")).startswith("sde") else "deterministic")
     return SamplerInfo(

@@ -15,10 +15,13 @@ Brownian tree; Karras et al. 2022 for sigma as the SDE's time).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
-import torchsde
 from torch import Tensor
+
+if TYPE_CHECKING:
+    import torchsde
 
 # Brownian increments kept per cell (latent-sized tensors): a few query paths' worth.
 BROWNIAN_CACHE = 128
@@ -76,6 +79,8 @@ class CellNoise:
         return min(max(s, self.sigma_min), self.sigma_max)
 
     def _tree_for(self, like: Tensor) -> torchsde.BrownianInterval:
+        import torchsde  # here: it pulls in scipy.stats, a second of start-up the app need not pay
+
         if self._tree is None or self._tree_shape != like.shape:
             # torchsde rounds its interval ends to ~1e-6; a little slack keeps
             # queries at the exact ends inside it (no "ta>=t0" warnings).
