@@ -33,7 +33,8 @@ _LOCK = threading.Lock()
 # Settings fields in the order the page passes its controls; "samplers" comes
 # from one checklist per sampler group and is handled apart.
 FIELDS = ("prompt", "negative_prompt", "model", "steps", "schedule", "cfg", "eta", "s_noise", "width",
-          "height", "seed", "x_axis", "x_values", "y_axis", "y_values", "z_axis", "z_values", "vary_seeds")
+          "height", "seed", "x_axis", "x_values", "y_axis", "y_values", "z_axis", "z_values", "vary_seeds",
+          "accurate_reference")
 
 
 def settings_from(values: list[Any]) -> Settings:
@@ -103,7 +104,7 @@ def start_job(settings: Settings, config: AppConfig, models: ModelHolder) -> tup
         settings = Settings(**{**settings.as_dict(), "seed": random_seed()})
     try:
         spec = settings.to_spec()
-        job = GridJob(spec, config, models)
+        job = GridJob(spec, config, models, accurate_reference=settings.accurate_reference)
         job.check()
     except (SpecError, ValueError) as err:
         raise gr.Error(str(err)) from None

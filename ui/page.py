@@ -154,7 +154,12 @@ def _results() -> dict[str, Any]:
                                             buttons=["copy"], interactive=False, scale=2,
                                             elem_id="sg-cell-info")
         with gr.Tab("Convergence"):
-            r["chart_by"] = gr.Radio(["steps", "model calls"], value="steps", label="Horizontal axis")
+            with gr.Row():
+                r["chart_by"] = gr.Radio(["steps", "model calls"], value="steps", label="Horizontal axis")
+                r["accurate_reference"] = gr.Checkbox(
+                    False, label="Next grid: measure against a high-accuracy reference",
+                    info="DPM++ 2M Karras at 200 steps, one extra image per seed and prompt. Without it, "
+                         "each row is measured against its own last cell.")
             r["chart"] = gr.LinePlot(x="x", y="distance", color="series", height=320, x_title="steps",
                                      y_title="distance to the row's reference",
                                      label="Convergence: lower is closer to the row's reference")
@@ -188,6 +193,7 @@ def _api_components() -> dict[str, Any]:
 def _wire(demo: gr.Blocks, config: AppConfig, models: ModelHolder, groups: dict[str, list[str]],
           c: dict[str, Any], r: dict[str, Any], api: dict[str, Any], status: gr.Markdown,
           timer: gr.Timer) -> None:
+    c["accurate_reference"] = r["accurate_reference"]  # a setting, shown beside the chart it changes
     controls = [c[f] for f in h.FIELDS] + [c[f"group:{g}"] for g in GROUPS]
     result_outputs = [r["progress"], r["grid"], r["gallery"], r["run"], r["chart"], r["verdicts"], r["files"],
                       r["query"], c["seed"], r["traj_image"]]

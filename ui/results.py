@@ -18,7 +18,7 @@ from PIL import Image
 
 from grids.animation import cell_at_fraction
 from grids.layout import GridLabels, LayoutOptions, draw_grid
-from grids.metrics import chart_frame, measure
+from grids.metrics import chart_frame, measure, references_from
 from ui.runner import GridJob
 
 DOWNLOADS = ("grid.png", "bundle.zip", "animation.gif", "metrics.csv", "manifest.json", "spec.json")
@@ -79,7 +79,9 @@ class RunOutputs:
         if not verdicts:
             return ""
         lines = [f"- **{name}**: {text}" for name, text in verdicts.items()]
-        return "**Convergence** (distance of each cell to its row's last cell):\n" + "\n".join(lines)
+        against = ("a high-accuracy reference (DPM++ 2M Karras, 200 steps)"
+                   if self.convergence.reference_mode == "accurate" else "its row's last cell")
+        return f"**Convergence** (distance of each cell to {against}):\n" + "\n".join(lines)
 
     def trajectory(self, fraction: float) -> Image.Image:
         """Every cell's denoised estimate at the same fraction of its own steps (1.0: final images)."""
@@ -90,7 +92,8 @@ class RunOutputs:
 
 def write_outputs(job: GridJob, seconds: float) -> RunOutputs:
     """Measure the run and finish its folder (cells are already on disk); returns what the page needs."""
-    convergence = measure(job.cells, job.results)
+    references = references_from(job.reference_specs, job.reference_results) if job.reference_specs else None
+    convergence = measure(job.cells, job.results, references=references)
     manifest = job.writer.finish(job.results, job.layout, {"wall_seconds": seconds},
                                  extra_files={"metrics.csv": convergence.to_csv().encode()},
                                  metrics=convergence.to_json())

@@ -26,6 +26,7 @@ from PIL import Image
 
 import grids
 from grids.layout import GridLabels, LayoutOptions, draw_grid, plan_layout
+from grids.metrics import reference_specs, references_to_render
 from grids.outputs import FolderOptions, GridFolder
 from ui.config import AppConfig
 from ui.models import ModelHolder
@@ -63,7 +64,10 @@ class _Events:
 class GridJob:
     """A grid run: spec in, snapshots out. Not reusable."""
 
-    def __init__(self, spec: grids.GridSpec, config: AppConfig, models: ModelHolder) -> None:
+    def __init__(self, spec: grids.GridSpec, config: AppConfig, models: ModelHolder,
+                 accurate_reference: bool = False) -> None:
+        """accurate_reference: also render each series' high-accuracy reference (grids.metrics:
+        a deterministic 2nd-order sampler at 200 steps) and measure convergence against it."""
         self.spec = spec
         self.resolved = spec.resolved()
         self.cells = grids.expand(self.resolved)
@@ -71,6 +75,8 @@ class GridJob:
         self.models = models
         self._stop = threading.Event()
         self.results: list[Any] = [None] * len(self.cells)
+        self.reference_specs = reference_specs([c.spec for c in self.cells]) if accurate_reference else {}
+        self.reference_results: list[Any] = []
         self.error: BaseException | None = None
 
     def stop(self) -> None:
@@ -107,7 +113,8 @@ class GridJob:
         from ui.results import write_outputs  # torch-heavy; imported when a grid first runs
 
         events = _Events()
-        total_calls = sum(c.spec.denoiser_calls() for c in self.cells)
+        total_calls = sum(c.spec.denoiser_calls() for c in self.cells) + sum(
+            r.denoiser_calls() for r in references_to_render(self.reference_specs))
         started = time.perf_counter()
         yield self._snapshot(0, total_calls, started, None, "starting…")
         worker = threading.Thread(target=self._work, args=(events,), name="grid-render", daemon=True)
@@ -136,7 +143,11 @@ class GridJob:
         from pipeline.engine import RunOptions
         from pipeline.render import render
 
+        n = len(self.cells)
+
         def on_cell(index: int, result: Any) -> None:
+            if index >= n:  # a reference cell: measured against, not drawn
+                return
             self.results[index] = result
             self.writer.on_cell(index, result)  # on disk at once: a crash later keeps it
             events.q.put(index)
@@ -146,11 +157,12 @@ class GridJob:
 
         try:
             with RENDER_LOCK:
-                final = render([c.spec for c in self.cells], RunOptions(
+                final = render([c.spec for c in self.cells] + references_to_render(self.reference_specs),
+                               RunOptions(
                     max_batch=self.config.max_batch, on_cell=on_cell, on_progress=on_progress,
                     should_stop=self._stop.is_set, preview_every=self._preview_every()),
                     loader=self.models.load)
-            self.results = list(final)
+            self.results, self.reference_results = list(final[:n]), list(final[n:])
         except BaseException as err:  # delivered to the page by snapshots(), never lost in a thread
             self.error = err
 

@@ -58,6 +58,7 @@ class Settings:
     z_axis: str = NO_AXIS
     z_values: str = ""
     vary_seeds: bool = False
+    accurate_reference: bool = False
 
     # ------------------------------------------------------------------ spec
 
@@ -158,7 +159,8 @@ class Settings:
 _KEYS = {"prompt": "prompt", "negative_prompt": "neg", "model": "model", "samplers": "sampler",
          "steps": "steps", "schedule": "schedule", "cfg": "cfg", "eta": "eta", "s_noise": "s_noise",
          "width": "w", "height": "h", "seed": "seed", "x_axis": "x", "x_values": "xv", "y_axis": "y",
-         "y_values": "yv", "z_axis": "z", "z_values": "zv", "vary_seeds": "vary_seeds"}
+         "y_values": "yv", "z_axis": "z", "z_values": "zv", "vary_seeds": "vary_seeds",
+         "accurate_reference": "ref"}
 _NUMBERS = {"cfg": (0.0, 100.0), "eta": (0.0, 10.0), "s_noise": (0.0, 10.0)}
 _SIDES = {"width", "height"}
 _MAX_TEXT = 4000
@@ -200,7 +202,7 @@ def _convert(name: str, raw: Any) -> Any:
         if not -1 <= seed <= axes.MAX_SEED:
             raise ValueError(f"must be -1 or from 0 to {axes.MAX_SEED}")
         return seed
-    if name == "vary_seeds":
+    if name in ("vary_seeds", "accurate_reference"):
         return value.lower() in ("1", "true", "yes", "on")
     if name in ("x_axis", "y_axis", "z_axis"):
         if value not in AXIS_CHOICES and value != NO_AXIS:

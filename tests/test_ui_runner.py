@@ -1,0 +1,54 @@
+"""A grid job as the page runs it: streaming snapshots, files on disk, convergence verdicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from grids.spec import Axis, GridSpec
+from ui.config import AppConfig
+from ui.models import ModelHolder
+from ui.runner import GridJob
+
+
+@pytest.fixture(scope="module")
+def holder(tmp_path_factory: pytest.TempPathFactory) -> ModelHolder:
+    return ModelHolder(AppConfig(out_root=tmp_path_factory.mktemp("runs")))
+
+
+def spec() -> GridSpec:
+    return GridSpec(prompt="grinning face", seed=3, cfg=1.0, x=Axis("steps", [8, 16]),
+                    y=Axis("sampler", ["Euler", "Euler a", "DPM++ 2M SDE"]))
+
+
+def test_a_job_streams_then_writes_every_file(holder: ModelHolder) -> None:
+    job = GridJob(spec(), holder.config, holder)
+    job.check()
+    snaps = list(job.snapshots())
+    assert snaps[0].cells_done == 0 and not snaps[0].done
+    last = snaps[-1]
+    assert last.done and last.cells_done == last.cells_total == 6 and last.status == "done"
+    out = last.outputs
+    names = {p.name for p in out.files}
+    assert {"grid.png", "bundle.zip", "animation.gif", "metrics.csv", "manifest.json", "spec.json"} <= names
+    assert len(out.gallery()) == 6 and all(Path(path).exists() for path, _ in out.gallery())
+    image, params, snippet = out.cell_view(0)
+    assert Path(image).exists() and "Sampler: Euler" in params and "Steps: 8" in params
+    assert "EulerDiscreteScheduler" in snippet
+    assert set(out.chart("steps")["series"]) == {"Euler", "Euler a", "DPM++ 2M SDE"}
+    assert out.convergence.reference_mode == "highest steps"
+    assert out.trajectory(0.5).size == out.grid.size
+
+
+def test_accurate_reference_judges_noisy_samplers_non_converging(holder: ModelHolder) -> None:
+    job = GridJob(spec(), holder.config, holder, accurate_reference=True)
+    job.check()
+    out = list(job.snapshots())[-1].outputs
+    assert len(job.reference_results) == 1 and job.reference_results[0].ok  # one seed, one prompt
+    assert out.convergence.reference_mode == "accurate"
+    verdicts = out.convergence.verdicts
+    assert verdicts["Euler a"].startswith("does not converge")
+    assert verdicts["DPM++ 2M SDE"].startswith("does not converge")
+    assert "high-accuracy reference" in out.verdicts_markdown()
+    assert len(out.manifest["cells"]) == 6  # the reference is measured against, not drawn
