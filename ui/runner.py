@@ -29,6 +29,7 @@ from grids.layout import GridLabels, LayoutOptions, draw_grid, plan_layout
 from grids.metrics import reference_specs, references_to_render
 from grids.outputs import FolderOptions, GridFolder
 from ui.config import AppConfig
+from ui.gpu import on_gpu
 from ui.models import ModelHolder
 
 RENDER_LOCK = threading.Lock()
@@ -141,7 +142,6 @@ class GridJob:
 
     def _work(self, events: _Events) -> None:
         from pipeline.engine import RunOptions
-        from pipeline.render import render
 
         n = len(self.cells)
 
@@ -157,11 +157,11 @@ class GridJob:
 
         try:
             with RENDER_LOCK:
-                final = render([c.spec for c in self.cells] + references_to_render(self.reference_specs),
+                final = _render([c.spec for c in self.cells] + references_to_render(self.reference_specs),
                                RunOptions(
                     max_batch=self.config.max_batch, on_cell=on_cell, on_progress=on_progress,
                     should_stop=self._stop.is_set, preview_every=self._preview_every()),
-                    loader=self.models.load)
+                    self.models.load)
             self.results, self.reference_results = list(final[:n]), list(final[n:])
         except BaseException as err:  # delivered to the page by snapshots(), never lost in a thread
             self.error = err
@@ -197,6 +197,13 @@ class GridJob:
             else:
                 images.append(result.error or "no image")
         return draw_grid(images, GridLabels.from_spec(self.resolved), self.resolved.shape, self.layout)
+
+
+@on_gpu  # on a ZeroGPU Space the GPU is attached for this call only
+def _render(cell_specs: list[Any], options: Any, loader: Any) -> list[Any]:
+    from pipeline.render import render  # torch-heavy: imported when a grid first runs
+
+    return render(cell_specs, options, loader=loader)
 
 
 def run_folder(config: AppConfig) -> Path:
