@@ -99,6 +99,8 @@ def test_a_user_generates_inspects_downloads_and_shares(url: str, browser, tmp_p
     cfg.press("Enter")
     text_input(page, "sg-steps").fill("2, 4")
     text_input(page, "sg-prompt").fill("red apple")
+    heun = page.locator(".sg-samplers label").filter(has_text="Heun").first
+    assert "2 model calls per step" in (heun.get_attribute("title") or "")  # description on hover
     set_samplers(page, ["Euler", "DPM++ 2M SDE"])
     assert checked_samplers(page) == ["Euler", "DPM++ 2M SDE"]
 
