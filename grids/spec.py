@@ -84,7 +84,10 @@ def _whole(name: str, value: Any, lo: int, hi: int) -> int:
 def _number(name: str, value: Any, lo: float, hi: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SpecError(f"{name} must be a number, got {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # a JSON integer with hundreds of digits
+        raise SpecError(f"{name} must be a finite number, got one too large to use") from None
     if value != value or value in (float("inf"), float("-inf")):
         raise SpecError(f"{name} must be a finite number, got {value}")
     if value < lo or (hi is not None and value > hi):

@@ -10,7 +10,9 @@ page holds only their id, so big tensors never travel in page state.
 from __future__ import annotations
 
 import html
+import logging
 import random
+import re
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterator
@@ -18,13 +20,13 @@ from typing import Any
 
 import gradio as gr
 
-from grids.spec import SpecError
 from ui.catalogue import GROUPS, PRESET_BY_NAME
 from ui.config import AppConfig
 from ui.models import ModelHolder
 from ui.runner import GridJob, Snapshot
 from ui.settings import Settings
 
+log = logging.getLogger(__name__)
 MAX_RUNS = 16
 RUNS: OrderedDict[str, Any] = OrderedDict()  # run id -> ui.results.RunOutputs
 JOBS: dict[str, GridJob] = {}  # browser session -> its running job (for Stop)
@@ -45,7 +47,7 @@ def settings_from(values: list[Any]) -> Settings:
         chosen.extend(group or [])
     named["seed"] = _seed(named["seed"])
     for side in ("width", "height"):
-        named[side] = int(named[side] or 0)
+        named[side] = _whole(side, named[side])
     return Settings(samplers=tuple(chosen), **named)
 
 
@@ -62,8 +64,15 @@ def _seed(value: Any) -> int:
         return -1
     try:
         return int(float(value))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise gr.Error(f"seed must be a whole number, got {value!r}") from None
+
+
+def _whole(name: str, value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError, OverflowError):
+        raise gr.Error(f"{name} must be a whole number of pixels, got {value!r}") from None
 
 
 def random_seed() -> int:
@@ -106,8 +115,8 @@ def start_job(settings: Settings, config: AppConfig, models: ModelHolder) -> tup
         spec = settings.to_spec()
         job = GridJob(spec, config, models, accurate_reference=settings.accurate_reference)
         job.check()
-    except (SpecError, ValueError) as err:
-        raise gr.Error(str(err)) from None
+    except Exception as err:
+        raise page_error(err) from None
     return job, settings
 
 
@@ -117,8 +126,8 @@ def run_job(job: GridJob, session: str) -> Iterator[Snapshot]:
         JOBS[session] = job
     try:
         yield from job.snapshots()
-    except ValueError as err:
-        raise gr.Error(str(err)) from None
+    except Exception as err:
+        raise page_error(err) from None
     finally:
         with _LOCK:
             if JOBS.get(session) is job:
@@ -161,7 +170,35 @@ def render_spec(spec_json: str, config: AppConfig, models: ModelHolder) -> tuple
     try:
         job = GridJob(GridSpec.from_json(spec_json or ""), config, models)
         job.check()
-    except (SpecError, ValueError) as err:
-        raise gr.Error(str(err)) from None
-    outputs = deque(job.snapshots(), maxlen=1)[0].outputs  # the last snapshot carries the files
+        outputs = deque(job.snapshots(), maxlen=1)[0].outputs  # the last snapshot carries the files
+    except Exception as err:
+        raise page_error(err) from None
     return str(outputs.grid_path), outputs.manifest
+
+
+def page_error(err: Exception) -> gr.Error:
+    """What a caller sees when a grid cannot run: bad input (every ValueError carries a message
+    that says what to change) as it is; anything else as a short line, its traceback only in the
+    server's log, never on the page or in the API's answer."""
+    if isinstance(err, gr.Error):
+        return err
+    if isinstance(err, ValueError) and str(err):
+        return gr.Error(shorten(str(err)))
+    log.error("grid failed", exc_info=err)
+    return gr.Error(f"the grid failed on the server ({type(err).__name__}); it was logged — try again, "
+                    "or a smaller grid")
+
+
+_LONG_QUOTE = re.compile(r"'[^'\n]{120,}'")
+MAX_MESSAGE = 2000
+
+
+def shorten(message: str) -> str:
+    """A message with long echoes of the caller's input (a 10,000-character sampler name) cut to
+    their two ends, so the reason after them stays readable."""
+    def cut(m: re.Match[str]) -> str:
+        inner = m.group(0)[1:-1]
+        return f"'{inner[:60]}…{inner[-20:]}' ({len(inner):,} characters)"
+
+    message = _LONG_QUOTE.sub(cut, message)
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 1] + "…"

@@ -50,8 +50,8 @@ class ModelHolder:
                 self._error = str(err)
                 self._state = "load failed"
                 raise
-            except (OSError, RuntimeError) as err:  # a broken file, a library refusing it
-                self._error = f"could not load {name!r}: {err}"
+            except Exception as err:  # a broken file, a library refusing it: never "loading…" forever
+                self._error = f"could not load {name!r}: {err or type(err).__name__}"
                 self._state = "load failed"
                 raise ValueError(self._error) from err
             self._state = f"ready: {model.name} ({model.family}, {model.device.type})"

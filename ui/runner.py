@@ -34,6 +34,7 @@ from ui.models import ModelHolder
 
 RENDER_LOCK = threading.Lock()
 SNAPSHOT_EVERY_S = 0.35
+DRAW_SHARE = 0.25  # drawing partial grids takes at most about this share of a run's time
 KEEP_RUNS = 20
 PENDING = (236, 236, 236)
 
@@ -76,6 +77,8 @@ class GridJob:
         self.models = models
         self._stop = threading.Event()
         self.results: list[Any] = [None] * len(self.cells)
+        self.delivered = 0  # cells finished or failed (not the ones a Stop left unrendered)
+        self._draw_s = 0.0  # how long the last partial grid took to draw
         self.reference_specs = reference_specs([c.spec for c in self.cells]) if accurate_reference else {}
         self.reference_results: list[Any] = []
         self.error: BaseException | None = None
@@ -92,14 +95,21 @@ class GridJob:
         self.config.check_model(self.resolved.model)
         for cell in self.cells:
             self.config.check_model(cell.spec.model)
+            self.config.check_prompts(cell.spec.prompt, cell.spec.negative_prompt)
+        self.config.check_labels([label for _, axis in self.resolved.axes() for label in axis.labels()])
         model = self.models.load(self.resolved.model)
         grids.validate(self.cells, self.config.limits, model.default_size, model.vae_scale_factor)
+        for size in {(s.width, s.height) for s in (c.spec.sized(model.default_size) for c in self.cells)}:
+            self.config.check_cell_size(*size, model.default_size)
         self.layout = LayoutOptions(max_megapixels=self.config.limits.max_megapixels,
                                     cell_size=self._cell_box(model))
         plan_layout([None] * len(self.cells), GridLabels.from_spec(self.resolved), self.resolved.shape,
                     self.layout)
         self.model = model
-        self.folder = run_folder(self.config)
+        try:
+            self.folder = run_folder(self.config)
+        except OSError as err:
+            raise output_error(err) from err
         self.writer = GridFolder(self.folder, self.spec, self.resolved, model,
                                  FolderOptions(animation=True, zip=True))
         self.writer.prepare()
@@ -128,15 +138,20 @@ class GridJob:
             except queue.Empty:
                 changed = False
             now = time.perf_counter()
-            if (changed or now - last > 1.0) and now - last >= SNAPSHOT_EVERY_S:
+            gap = max(SNAPSHOT_EVERY_S, self._draw_s / DRAW_SHARE)  # a slow grid to draw: fewer previews
+            if (changed or now - last > 1.0) and now - last >= gap:
                 last = now
                 yield self._snapshot(self._calls(events), total_calls, started, self._eta(events), "")
         worker.join()
         if self.error is not None:
-            raise self.error
-        outputs = write_outputs(self, time.perf_counter() - started)
+            raise failure(self.error)
+        try:
+            outputs = write_outputs(self, time.perf_counter() - started)
+        except OSError as err:  # no manifest.json is written: nothing claims to be complete
+            raise output_error(err) from err
         snap = self._snapshot(total_calls if not self.stopped else self._calls(events), total_calls,
-                              started, 0.0, "stopped — finished cells kept" if self.stopped else "done")
+                              started, 0.0, "stopped — finished cells kept" if self.stopped else "done",
+                              draw=False)
         snap.grid, snap.done, snap.outputs = outputs.grid, True, outputs
         yield snap
 
@@ -150,6 +165,7 @@ class GridJob:
                 return
             self.results[index] = result
             self.writer.on_cell(index, result)  # on disk at once: a crash later keeps it
+            self.delivered += 1
             events.q.put(index)
 
         def on_progress(p: Any) -> None:
@@ -179,9 +195,11 @@ class GridJob:
         return events.progress.eta_seconds if events.progress is not None else None
 
     def _snapshot(self, calls: int, total_calls: int, started: float, eta: float | None,
-                  status: str) -> Snapshot:
-        done = sum(r is not None for r in self.results)
-        return Snapshot(grid=self.partial_grid(), cells_done=done, cells_total=len(self.cells),
+                  status: str, draw: bool = True) -> Snapshot:
+        drawing = time.perf_counter()
+        grid = self.partial_grid() if draw else None  # the last snapshot shows the finished grid
+        self._draw_s = time.perf_counter() - drawing
+        return Snapshot(grid=grid, cells_done=self.delivered, cells_total=len(self.cells),
                         calls_done=calls, calls_total=total_calls, elapsed=time.perf_counter() - started,
                         eta=eta, status=status)
 
@@ -206,13 +224,43 @@ def _render(cell_specs: list[Any], options: Any, loader: Any) -> list[Any]:
     return render(cell_specs, options, loader=loader)
 
 
+class OutputWriteError(ValueError):
+    """The run's files could not be written (a full disk, a read-only folder)."""
+
+
+class RenderFailedError(ValueError):
+    """The engine could not finish the grid (out of memory even one image at a time)."""
+
+
+def output_error(err: OSError) -> OutputWriteError:
+    """A clear message for a failed write; the server's paths stay out of it."""
+    reason = err.strerror or type(err).__name__
+    return OutputWriteError(f"could not save the grid's files ({reason}); the run is incomplete and was "
+                            "not delivered — the server's disk may be full, try again later")
+
+
+def failure(err: BaseException) -> BaseException:
+    """What the worker's error becomes for the page: a ValueError with a clear message where one is known."""
+    import torch
+
+    if isinstance(err, torch.OutOfMemoryError):
+        return RenderFailedError("the grid ran out of memory even one image at a time — use a smaller "
+                                 "size or fewer cells")
+    if isinstance(err, OSError):
+        return output_error(err)
+    return err
+
+
 def run_folder(config: AppConfig) -> Path:
-    """A new folder for one run's files under the app's output root; old runs beyond KEEP_RUNS go."""
+    """A new folder for one run's files under the app's output root; old runs beyond KEEP_RUNS go.
+
+    The name is a timestamp and 64 random bits, so a run's files cannot be guessed by another user.
+    """
     root = config.out_root
     root.mkdir(parents=True, exist_ok=True)
     runs = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
-    for old in runs[:-KEEP_RUNS] if len(runs) >= KEEP_RUNS else []:
+    for old in runs[: max(0, len(runs) - (KEEP_RUNS - 1))]:  # with the new one, KEEP_RUNS in all
         shutil.rmtree(old, ignore_errors=True)
-    folder = root / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+    folder = root / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(8)}"
     folder.mkdir()
     return folder
