@@ -16,7 +16,7 @@ from samplers.schedules import SCHEDULES
 from ui import handlers as h
 from ui.about import ABOUT_SAMPLERS, INTRO
 from ui.catalogue import GROUPS, PRESETS, descriptions, grouped
-from ui.config import AppConfig
+from ui.config import MAX_PROMPT_CHARS, AppConfig
 from ui.models import ModelHolder
 from ui.settings import AXIS_CHOICES, NO_AXIS, Settings
 from ui.view import display_grid, result_updates
@@ -84,9 +84,10 @@ def _controls(config: AppConfig, d: Settings, groups: dict[str, list[str]]) -> d
     c: dict[str, Any] = {}
     with gr.Row(equal_height=True):
         with gr.Column(scale=4, min_width=220):
-            c["prompt"] = gr.Textbox(d.prompt, label="Prompt", lines=2, max_length=2000, elem_id="sg-prompt")
+            c["prompt"] = gr.Textbox(d.prompt, label="Prompt", lines=2, max_length=MAX_PROMPT_CHARS,
+                                     elem_id="sg-prompt")
             c["negative_prompt"] = gr.Textbox(d.negative_prompt, label="Negative prompt", lines=1,
-                                              max_length=2000)
+                                              max_length=MAX_PROMPT_CHARS)
         with gr.Column(scale=1, min_width=110):
             c["generate"] = gr.Button("Generate", variant="primary", size="lg", elem_id="sg-generate")
             c["stop"] = gr.Button("Stop", variant="stop", elem_id="sg-stop")
