@@ -71,11 +71,19 @@ def timed(cells) -> tuple[float, list]:
     return time.perf_counter() - start, out
 
 
-def speed(prompt: str) -> dict[str, float]:
+def convergence(prompts: list[str], model: str) -> dict[str, float]:
+    """RMSE between 100-step Euler and DPM++ 2M (should agree) and Euler a vs Euler (should not)."""
+    runs = {s: pixels(render([cell(t, sampler=s, schedule="Automatic", steps=100, seed=k, model=model)
+                              for k, t in enumerate(prompts)])) for s in ("Euler", "DPM++ 2M", "Euler a")}
+    return {"rmse_euler100_vs_dpmpp2m100": round(rmse(runs["Euler"], runs["DPM++ 2M"]), 4),
+            "rmse_euler_a100_vs_euler100": round(rmse(runs["Euler a"], runs["Euler"]), 4)}
+
+
+def speed(prompt: str, model: str) -> dict[str, float]:
     """Seconds for one 30-step image and for the default grid (after a warm-up render)."""
-    render([cell(prompt, steps=2)])
-    one, _ = timed([cell(prompt, seed=11)])
-    grid = [cell(prompt, sampler=s, schedule="Automatic", steps=n, seed=5)
+    render([cell(prompt, steps=2, model=model)])
+    one, _ = timed([cell(prompt, seed=11, model=model)])
+    grid = [cell(prompt, sampler=s, schedule="Automatic", steps=n, seed=5, model=model)
             for s in GRID_SAMPLERS for n in GRID_STEPS]
     full, _ = timed(grid)
     return {"one_image_30_steps_s": round(one, 3), "default_grid_6x4_s": round(full, 3)}
@@ -98,24 +106,45 @@ def sheet(results, prompts: list[str], path: Path, cols: int = 4, scale: int = 2
     out.save(path)
 
 
-def loss_plot(csv_path: Path, path: Path, width: int = 640, height: int = 300) -> None:
-    """The UNet phase's logged loss against step, drawn with PIL (log-free linear axes)."""
+def read_loss(csv_path: Path) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """UNet-phase (step, loss) rows, and the UNet steps after which the VAE was retrained."""
+    steps, loss, marks, in_vae = [], [], [], False
     with open(csv_path) as f:
-        rows = [r for r in csv.DictReader(f) if r["phase"] == "unet"]
-    steps = np.array([float(r["step"]) for r in rows])
-    loss = np.array([float(r["loss"]) for r in rows])
+        for r in csv.DictReader(f):
+            if r["phase"] != "unet":
+                in_vae = True
+                continue
+            if in_vae and steps:
+                marks.append(steps[-1])
+            in_vae = False
+            steps.append(float(r["step"]))
+            loss.append(float(r["loss"]))
+    return np.array(steps), np.array(loss), marks
+
+
+def loss_plot(csv_path: Path, path: Path, width: int = 640, height: int = 300) -> None:
+    """The UNet phase's logged loss against step (log y axis), drawn with PIL; red: VAE retrained."""
+    steps, loss, marks = read_loss(csv_path)
     img = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(img)
     pad = 40
-    lo, hi = float(loss.min()), float(np.percentile(loss, 99))
-    xs = pad + (steps - steps.min()) / max(1.0, np.ptp(steps)) * (width - 2 * pad)
-    ys = height - pad - (np.clip(loss, lo, hi) - lo) / max(1e-9, hi - lo) * (height - 2 * pad)
+    lo, hi = np.log10(float(loss.min())), np.log10(float(loss.max()))
+
+    def x_of(step):
+        return pad + (step - steps.min()) / max(1.0, np.ptp(steps)) * (width - 2 * pad)
+
+    ys = height - pad - (np.log10(loss) - lo) / max(1e-9, hi - lo) * (height - 2 * pad)
     draw.rectangle([pad, pad, width - pad, height - pad], outline="gray")
-    draw.line(list(zip(xs.tolist(), ys.tolist(), strict=True)), fill="navy", width=2)
-    draw.text((pad, 10), f"UNet loss (Min-SNR-5 weighted eps MSE), steps {int(steps.min())}-"
+    for m in marks:
+        draw.line([(x_of(m), pad), (x_of(m), height - pad)], fill="red", width=1)
+        draw.text((x_of(m) + 3, pad + 3), "VAE retrained, new data", fill="red")
+    draw.line(list(zip(x_of(steps).tolist(), ys.tolist(), strict=True)), fill="navy", width=2)
+    draw.text((pad, 10), f"UNet loss (Min-SNR-5 weighted eps MSE, log scale), steps {int(steps.min())}-"
               f"{int(steps.max())}", fill="black")
-    draw.text((4, pad), f"{hi:.3f}", fill="black")
-    draw.text((4, height - pad - 10), f"{lo:.3f}", fill="black")
+    draw.text((4, pad), f"{10 ** hi:.3f}", fill="black")
+    draw.text((4, height - pad - 10), f"{10 ** lo:.3f}", fill="black")
+    draw.text((pad, height - pad + 4), f"{int(steps.min())}", fill="black")
+    draw.text((width - pad - 30, height - pad + 4), f"{int(steps.max())}", fill="black")
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
 
@@ -128,22 +157,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--loss-plot", type=Path, default=Path("docs/builtin-loss.png"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip-speed", action="store_true")
+    p.add_argument("--model", default="builtin", help="model to measure (default: the shipped one)")
+    p.add_argument("--fidelity-only", action="store_true",
+                   help="only prompt fidelity and the sheet: a cheap check during training")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     images, captions = load_data()
     idx = eval_prompts(captions)
     prompts = [captions[i] for i in idx]
-    fid = render([cell(t, seed=k) for k, t in enumerate(prompts)])
+    fid = render([cell(t, seed=k, model=args.model) for k, t in enumerate(prompts)])
     hits = fidelity(images, captions, idx, pixels(fid))
     sheet(fid[:16], prompts[:16], args.sheet)
-    runs = {s: pixels(render([cell(t, sampler=s, schedule="Automatic", steps=100, seed=k)
-                              for k, t in enumerate(prompts)])) for s in ("Euler", "DPM++ 2M", "Euler a")}
     report = {"prompt_fidelity": f"{sum(hits)}/24",
-              "missed": [t for t, ok in zip(prompts, hits, strict=True) if not ok],
-              "rmse_euler100_vs_dpmpp2m100": round(rmse(runs["Euler"], runs["DPM++ 2M"]), 4),
-              "rmse_euler_a100_vs_euler100": round(rmse(runs["Euler a"], runs["Euler"]), 4)}
-    if not args.skip_speed:
-        report.update(speed(prompts[0]))
+              "missed": [t for t, ok in zip(prompts, hits, strict=True) if not ok]}
+    if not args.fidelity_only:
+        report.update(convergence(prompts, args.model))
+        if not args.skip_speed:
+            report.update(speed(prompts[0], args.model))
     if args.loss_csv.is_file():
         loss_plot(args.loss_csv, args.loss_plot)
     print(json.dumps(report, indent=2))

@@ -7,14 +7,18 @@ and a UNet with cross-attention at 8x8 and 4x4. The noise schedule is SD 1.x's o
 (scaled_linear 0.00085..0.012, 1000 steps, epsilon), so every sampler sees SD's training sigmas.
 
 Two phases, each with a time budget, checkpointed every few minutes and resumable (--resume):
-  1. the VAE: L1 + L2 reconstruction plus a small KL term;
+  1. the VAE: L1 + L2 reconstruction plus a small KL term; a resumed run given --vae-minutes goes
+     back to this phase, then re-encodes the latents (new scaling factor) and fine-tunes the UNet
+     on them;
   2. UNet and text encoder jointly: epsilon-prediction loss (Ho et al. 2020) on VAE latents scaled
      to unit variance, Min-SNR-5 loss weights (Hang et al. 2023), 10% of captions dropped to the
      empty prompt so classifier-free guidance works (Ho & Salimans 2022), AdamW, EMA of the UNet.
-After each checkpoint the pipeline folder is written with save_pretrained(safe_serialization=True).
+After each checkpoint the pipeline folder is written with save_pretrained(safe_serialization=True)
+to a sibling folder that then replaces --out, so --out is never half-written.
 
     nice -n 19 python scripts/train_builtin.py --vae-minutes 10 --minutes 50
     nice -n 19 python scripts/train_builtin.py --resume --minutes 30     # train 30 more minutes
+    nice -n 19 python scripts/train_builtin.py --resume --vae-minutes 15 --minutes 60  # VAE, then UNet
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import argparse
 import copy
 import csv
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -130,7 +135,7 @@ class Trainer:
         self.work.mkdir(parents=True, exist_ok=True)
         images, self.captions = load_data()
         self.pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1)
-        self.tok = write_tokenizer(self.work / "tokenizer", self.captions)
+        self.tok = self._tokenizer()
         torch.manual_seed(args.seed)
         self.vae, self.te = vae().to(self.dev), text_encoder(self.tok).to(self.dev)
         self.unet = unet().to(self.dev)
@@ -145,6 +150,17 @@ class Trainer:
         self.alphas = alphas.to(self.dev)
         self.ids = self.tokens(self.captions)
         self.empty = self.tokens([""])[0]
+
+    def _tokenizer(self) -> CLIPTokenizer:
+        """A resumed run keeps its vocabulary (the text encoder's embeddings depend on it)."""
+        folder = self.work / "tokenizer"
+        if self.args.resume and (folder / "vocab.json").is_file():
+            return CLIPTokenizer.from_pretrained(str(folder), model_max_length=MAX_TOKENS, pad_token=EOS)
+        return write_tokenizer(folder, self.captions)
+
+    def autocast(self):
+        """bfloat16 autocast when --bf16 (about 1.3x faster on CPUs with AVX512-BF16), else a no-op."""
+        return torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.args.bf16)
 
     def tokens(self, texts: list[str]) -> Tensor:
         return self.tok(texts, padding="max_length", max_length=MAX_TOKENS, truncation=True,
@@ -173,12 +189,20 @@ class Trainer:
         self.state = blob["state"]
 
     def export(self) -> None:
-        """Write the StableDiffusionPipeline folder (EMA UNet) to --out, safetensors only."""
+        """Write the StableDiffusionPipeline folder (EMA UNet), safetensors only, then swap it into --out."""
         self.vae.register_to_config(scaling_factor=float(self.state["scaling_factor"]))
         pipe = StableDiffusionPipeline(
             vae=self.vae, text_encoder=self.te, tokenizer=self.tok, unet=self.ema, scheduler=scheduler(),
             safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-        pipe.save_pretrained(self.args.out, safe_serialization=True)
+        out = Path(self.args.out)
+        new, old = out.with_name(out.name + ".new"), out.with_name(out.name + ".old")
+        shutil.rmtree(new, ignore_errors=True)
+        pipe.save_pretrained(new, safe_serialization=True)
+        shutil.rmtree(old, ignore_errors=True)
+        if out.exists():
+            out.rename(old)
+        new.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
 
     def log(self, phase: str, step: int, loss: float, seconds: float) -> None:
         path = self.work / "loss.csv"
@@ -213,9 +237,10 @@ class Trainer:
         """One VAE step: L1 + L2 reconstruction and a small KL to N(0, I) (Kingma & Welling 2014)."""
         idx = torch.randint(0, len(self.pixels), (self.args.vae_batch,))
         x = self.pixels[idx].to(self.dev)
-        post = self.vae.encode(x).latent_dist
-        rec = self.vae.decode(post.sample()).sample
-        kl = post.kl().mean() / x[0].numel()
+        with self.autocast():
+            post = self.vae.encode(x).latent_dist
+            rec = self.vae.decode(post.sample()).sample.float()
+        kl = post.kl().float().mean() / x[0].numel()
         loss = (rec - x).abs().mean() + (rec - x).pow(2).mean() + self.args.kl * kl
         self.vae_opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -248,7 +273,8 @@ class Trainer:
         a = self.alphas[t].view(-1, 1, 1, 1)
         eps = torch.randn_like(z0)
         zt = a.sqrt() * z0 + (1 - a).sqrt() * eps
-        pred = self.unet(zt, t, self.te(ids)[0]).sample
+        with self.autocast():
+            pred = self.unet(zt, t, self.te(ids)[0]).sample.float()
         snr = a.flatten() / (1 - a.flatten())
         weight = snr.clamp(max=5.0) / snr
         loss = (weight * (pred - eps).pow(2).mean(dim=(1, 2, 3))).mean()
@@ -268,14 +294,20 @@ class Trainer:
         for e, p in zip(self.ema.parameters(), self.unet.parameters(), strict=True):
             e.lerp_(p, 1 - decay)
 
+    def reopen_vae(self) -> None:
+        """Go back to the VAE phase; its end re-encodes the latents and resets the scaling factor."""
+        self.state["phase"] = "vae"
+
     def run(self) -> None:
+        """Train the VAE (if in that phase), then the UNet, each for this run's minutes or steps."""
         if self.state["phase"] == "vae":
             self.vae.train()
-            self._loop("vae", 60 * self.args.vae_minutes, self.args.vae_steps, self.vae_step)
+            budget = self.state["vae_seconds"] + 60 * self.args.vae_minutes
+            self._loop("vae", budget, self.state["vae_step"] + self.args.vae_steps, self.vae_step)
         self.encode_all()
         self.unet.train()
         self.te.train()
-        budget = 60 * self.args.minutes + (self.state["seconds"] if self.args.resume else 0.0)
+        budget = self.state["seconds"] + 60 * self.args.minutes
         self._loop("unet", budget, self.state["step"] + self.args.steps, self.unet_step)
         self.save()
 
@@ -285,8 +317,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "assets" / "builtin"))
     p.add_argument("--work-dir", default=str(Path.home() / ".cache" / "sampler-grid" / "builtin-train"))
     p.add_argument("--resume", action="store_true", help="continue from WORK_DIR/checkpoint.pt")
-    p.add_argument("--vae-minutes", type=float, default=10.0)
-    p.add_argument("--vae-steps", type=int, default=10**9)
+    p.add_argument("--vae-minutes", type=float, default=None,
+                   help="VAE phase budget (default 10; on --resume 0, and N > 0 retrains the VAE N more "
+                        "minutes, then fine-tunes the UNet on the new latents)")
+    p.add_argument("--vae-steps", type=int, default=10**9, help="VAE phase steps (more on --resume)")
     p.add_argument("--minutes", type=float, default=50.0, help="UNet phase budget (more on --resume)")
     p.add_argument("--steps", type=int, default=10**9, help="UNet phase steps (more on --resume)")
     p.add_argument("--checkpoint-minutes", type=float, default=4.0)
@@ -299,7 +333,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--caption-dropout", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
-    return p.parse_args(argv)
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward passes")
+    args = p.parse_args(argv)
+    if args.vae_minutes is None:
+        args.vae_minutes = 0.0 if args.resume else 10.0
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -309,6 +347,8 @@ def main(argv: list[str] | None = None) -> None:
     trainer = Trainer(args)
     if args.resume and trainer.ckpt.is_file():
         trainer.load()
+        if args.vae_minutes > 0:
+            trainer.reopen_vae()
     print(f"device {trainer.dev}, {len(trainer.captions)} images, state {trainer.state}", flush=True)
     trainer.run()
 

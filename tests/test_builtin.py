@@ -76,3 +76,15 @@ def test_cfg_changes_the_image():
     assert a.ok and b.ok
     diff = np.abs(np.asarray(a.image, dtype=float) - np.asarray(b.image, dtype=float)).mean()
     assert diff > 1.0, diff  # mean |difference| over 0..255 pixel values
+
+
+def test_dedup_drops_pictures_closer_than_the_threshold_in_code_point_order():
+    from scripts.prepare_builtin_data import DEDUP_RMSE, dedup
+
+    white = np.full((8, 8, 3), 255, np.uint8)
+    near = white.copy()
+    near[:2] = 255 - int(255 * DEDUP_RMSE)  # a quarter of the pixels: RMSE about DEDUP_RMSE / 2
+    far = np.zeros((8, 8, 3), np.uint8)
+    assert dedup([white, near, far]) == [0, 2]
+    assert dedup([near, white, far]) == [0, 2]
+    assert dedup([white, far], threshold=1.01) == [0]  # nothing is 1.01 apart in [0, 1] pixels
