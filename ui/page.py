@@ -161,7 +161,7 @@ def _results() -> dict[str, Any]:
                     False, label="Next grid: measure against a high-accuracy reference",
                     info="DPM++ 2M Karras at 200 steps, one extra image per seed and prompt. Without it, "
                          "each row is measured against its own last cell.")
-            r["chart"] = gr.LinePlot(x="x", y="distance", color="series", height=320, x_title="steps",
+            r["chart"] = gr.LinePlot(x="x", y="distance", color="series", height=420, x_title="steps",
                                      y_title="distance to the row's reference",
                                      label="Convergence: lower is closer to the row's reference")
         with gr.Tab("Trajectory"):

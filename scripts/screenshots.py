@@ -1,0 +1,61 @@
+"""Screenshots of the app for docs/: the default grid at desktop and phone widths, and the
+convergence chart. Serves the app in-process on the built-in model and drives Debian's Chromium
+with Playwright (as tests/test_browser.py does).
+
+    .venv/bin/python scripts/screenshots.py --out docs
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import app  # noqa: E402
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, DONE, free_port  # noqa: E402
+from ui.config import AppConfig  # noqa: E402
+from ui.page import launch_kwargs  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("docs"))
+    parser.add_argument("--prompt", default="grinning face")
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    config = AppConfig(out_root=Path(tempfile.mkdtemp(prefix="shots-")))
+    demo, models = app.create(config)
+    models.wait(300)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                allowed_paths=[str(config.out_root)], **launch_kwargs())
+    url = f"http://127.0.0.1:{port}/?seed=3&prompt={args.prompt.replace(' ', '+')}"
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            for name, size in (("app-desktop", (1400, 1000)), ("app-phone", (390, 844))):
+                page = browser.new_page(viewport={"width": size[0], "height": size[1]})
+                page.set_default_timeout(300_000)
+                page.goto(url)
+                page.wait_for_selector(DONE)
+                page.wait_for_timeout(1500)
+                page.screenshot(path=str(args.out / f"{name}.png"), full_page=True)
+                if name == "app-desktop":
+                    page.get_by_role("tab", name="Convergence").click()
+                    page.wait_for_timeout(2500)
+                    page.locator("#sg-grid").scroll_into_view_if_needed()
+                    page.screenshot(path=str(args.out / "app-convergence.png"), full_page=True)
+                page.close()
+            browser.close()
+    finally:
+        demo.close()
+    print(f"wrote {args.out}/app-desktop.png, app-phone.png, app-convergence.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
