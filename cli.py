@@ -1,18 +1,24 @@
 """Headless grids: `python cli.py grid [--spec SPEC.json] --out DIR [flags]`.
 
-This module owns the command line: a spec file and flags become a GridSpec, which is checked
-against the loaded model, rendered with a progress bar on stderr, and written to DIR by
-grids.outputs.GridFolder:
+This module owns the command line: a spec file and flags become a GridSpec and SweepOptions;
+sweeps.run.Sweep checks the grid against the loaded model, renders it (this process's share of
+it when `accelerate launch` started several) with a progress bar on stderr, and writes DIR
+through grids.outputs.GridFolder:
 
-    grid.png                   the labelled grid (A1111 "parameters" text of cell 0 + X/Y/Z plot)
+    grid.png                   the labelled grid (A1111 "parameters" text of cell 0 + X/Y/Z plot);
+                               not with --no-grid
     cells/<NNN>-<slug>.png     each cell that rendered, with its own "parameters" text
+    cells/<NNN>-<slug>.json    its record, written after the PNG; a run again into DIR keeps the
+                               cells these verify (--fresh: none)
+    cells/<NNN>-<slug>.safetensors   with --latents: its final latents
     spec.json                  the resolved spec (random seeds fixed): `--spec DIR/spec.json` re-runs it
     grid.jpg, grid.webp        with --formats png,jpeg,webp (the text in EXIF, as A1111 writes it)
     animation.gif              with --animation: one frame per steps value, else per X value
-    bundle.zip                 with --zip: every file above and the manifest
+    metrics.csv                each cell's distance to its series' reference (grids.metrics)
+    bundle.zip                 with --zip: every file above but the records, and the manifest
     manifest.json              written last: the spec as given, the resolved seed, every cell's
                                settings, labels, model calls, seconds, file and sha256, diffusers
-                               script, totals
+                               script, totals, metrics
 
 Every file is written under a temporary name and renamed, so none is ever half-written.
 Exit codes: 0 every cell rendered; 1 some cells failed (the grid shows placeholders); 2 bad
@@ -23,18 +29,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import grids
 from grids.exports import ExportError
-from grids.layout import GridLabels, LayoutOptions, plan_layout
-from grids.outputs import FolderOptions, GridFolder, OutputFolderError, parse_formats
+from grids.layout import LayoutOptions
+from grids.outputs import FolderOptions, OutputFolderError, parse_formats
+from sweeps.run import Sweep, SweepOptions
+from sweeps.shards import DEFAULT_CHUNK
 
 # Without --spec the grid is sampler x steps, the comparison this tool exists for. A default
 # axis is left out when its setting is given as a flag (--sampler Euler means one sampler).
@@ -82,10 +90,24 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument(f"--{pos}", metavar="AXIS=VALUES",
                        help=f'{pos.upper()} axis, A1111 syntax: "steps=5-20 [4]"; "none" removes it')
     g.add_argument("--max-batch", type=int, default=None, help="model rows per call (default: automatic)")
+    g.add_argument("--chunk", type=int, default=DEFAULT_CHUNK,
+                   help="cells the engine renders together (default: %(default)s); memory grows with it")
+    g.add_argument("--fresh", action="store_true",
+                   help="render every cell again (default: keep cells a previous run of this grid left "
+                        "in --out, verified by their sidecar and sha256)")
+    g.add_argument("--latents", action="store_true",
+                   help="also save each cell's final latents (cells/*.safetensors); metrics then add "
+                        "latent RMSE")
+    g.add_argument("--no-grid", action="store_true",
+                   help="no grid image (sweeps too big to draw as one picture); cells, metrics, manifest")
     g.add_argument("--margin", type=int, default=0, help="pixels between cells")
     g.add_argument("--no-legend", action="store_true", help="draw the grid without labels")
     g.add_argument("--max-megapixels", type=float, default=grids.Limits().max_megapixels,
                    help="refuse a grid image larger than this (default: %(default)g)")
+    g.add_argument("--max-cells", type=int, default=grids.Limits().max_cells,
+                   help="refuse a grid with more cells (default: %(default)s; raise it for sweeps)")
+    g.add_argument("--max-model-calls", type=int, default=grids.Limits().max_model_calls,
+                   help="refuse a grid needing more model calls (default: %(default)s)")
     g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     g.add_argument("--dtype", default=None, help="float32, float16 or bfloat16")
     g.add_argument("--formats", type=_formats, default=("png",), metavar="png,jpeg,webp",
@@ -148,21 +170,22 @@ class ProgressBar:
     """tqdm on stderr, advancing by model calls (an even measure of work; cells finish in
     bursts because they run batched), showing cells and model calls done."""
 
-    def __init__(self, cells_total: int, calls_total: int, enabled: bool) -> None:
+    def __init__(self, cells_total: int, calls_total: int, enabled: bool, label: str = "") -> None:
         from tqdm import tqdm
 
         self.cells_total = cells_total
         self.cells_done = 0
+        self.label = label
         self.bar = tqdm(total=max(1, calls_total), file=sys.stderr, disable=not enabled, dynamic_ncols=True,
-                        desc=f"cells 0/{cells_total}, model calls 0/{calls_total}",
+                        desc=f"{label}cells 0/{cells_total}, model calls 0/{calls_total}",
                         bar_format="{percentage:3.0f}%|{bar}| {desc} [{elapsed}<{remaining}]")
 
     def _show(self, calls_done: int, calls_total: int) -> None:
-        self.bar.set_description_str(f"cells {self.cells_done}/{self.cells_total}, "
+        self.bar.set_description_str(f"{self.label}cells {self.cells_done}/{self.cells_total}, "
                                      f"model calls {calls_done}/{calls_total}", refresh=False)
 
     def on_progress(self, p: Any) -> None:
-        """Called by the engine after every tick."""
+        """Called after every engine tick with this process's progress (calls_done, calls_total)."""
         if p.calls_done > self.bar.total:  # DPM adaptive can take more calls than estimated
             self.bar.total = p.calls_done
         self._show(p.calls_done, p.calls_total)
@@ -197,50 +220,55 @@ def _stop_on_ctrl_c() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
 
 
+def sweep_options(args: argparse.Namespace) -> SweepOptions:
+    """The flags as SweepOptions (checked: bad values raise UsageError)."""
+    if args.chunk < 1:
+        raise UsageError(f"--chunk must be at least 1 cell, got {args.chunk}")
+    if args.no_grid and args.animation:
+        raise UsageError("--animation draws grids; drop --no-grid or --animation")
+    if args.no_grid and args.formats != ("png",):
+        raise UsageError("--formats sets the grid image's formats; drop --no-grid or --formats")
+    folder = FolderOptions(formats=args.formats, animation=args.animation, zip=args.zip, journal=True,
+                           latents=args.latents, grid=not args.no_grid)
+    limits = grids.Limits(max_cells=args.max_cells, max_model_calls=args.max_model_calls,  # no grid: no size
+                          max_megapixels=float("inf") if args.no_grid else args.max_megapixels)
+    layout = LayoutOptions(margin=args.margin, legend=not args.no_legend, max_megapixels=args.max_megapixels)
+    return SweepOptions(out=args.out, folder=folder, layout=layout, limits=limits, max_batch=args.max_batch,
+                        chunk=args.chunk, resume=not args.fresh, device=args.device, dtype=args.dtype)
+
+
 def run_grid(args: argparse.Namespace) -> int:
-    """Check, render and write one grid; returns the exit code (0 or 1)."""
+    """Check, render and write one grid (this process's share of it, when launched by Accelerate);
+    returns the exit code (0 or 1)."""
     spec = build_spec(args)
-    resolved = spec.resolved()
-    from pipeline.engine import RunOptions
-    from pipeline.models import load_model
-    from pipeline.render import render
-
-    def loader(name: str) -> Any:
-        return load_model(name, device=args.device, dtype=args.dtype)
-
-    t0 = time.perf_counter()
+    options = sweep_options(args)
     _quiet_loading()
-    model = loader(resolved.model)
-    load_s = time.perf_counter() - t0
-    run = GridFolder(args.out, spec, resolved, model,
-                     FolderOptions(formats=args.formats, animation=args.animation, zip=args.zip))
-    sized = [c.spec.sized(model.default_size) for c in run.cells]
-    grids.validate(run.cells, grids.Limits(max_megapixels=args.max_megapixels), model.default_size,
-                   model.vae_scale_factor)
-    layout = LayoutOptions(margin=args.margin, legend=not args.no_legend, max_megapixels=args.max_megapixels,
-                           cell_size=(max(s.width for s in sized), max(s.height for s in sized)))
-    plan_layout([None] * len(sized), GridLabels.from_spec(resolved), resolved.shape, layout)  # size check
-    run.prepare()
-    bar = ProgressBar(len(sized), sum(s.denoiser_calls() for s in sized), not args.quiet)
-
-    def on_cell(index: int, result: Any) -> None:
-        run.on_cell(index, result)
-        bar.on_cell()
-
-    t1 = time.perf_counter()
+    sweep = Sweep(spec, options)
+    sweep.plan()
+    procs = sweep.processes
+    show = not args.quiet and procs.is_main
+    if show and (sweep.kept or procs.count > 1):
+        sys.stderr.write(_plan_line(sweep))
+    label = f"process 1 of {procs.count}: " if procs.count > 1 else ""
+    bar = ProgressBar(sweep.share_cells, sweep.share_calls, show, label)
     try:
         with _stop_on_ctrl_c() as stop:
-            results = render([c.spec for c in run.cells], RunOptions(
-                max_batch=args.max_batch, on_cell=on_cell, on_progress=bar.on_progress,
-                should_stop=stop.is_set), loader=loader)
+            sweep.render(on_progress=bar.on_progress, on_cell=lambda _index: bar.on_cell(),
+                         should_stop=stop.is_set)
     finally:
         bar.close()
-    render_s = time.perf_counter() - t1
-    run.finish(results, layout, {"load_seconds": load_s, "wall_seconds": render_s})
-    failed = sum(not r.ok for r in results)
-    if failed:
-        sys.stderr.write(f"{failed} of {len(results)} cells failed; see {args.out / 'manifest.json'}\n")
-    return 1 if failed else 0
+    outcome = sweep.finish()
+    if outcome.failed and procs.is_main:
+        sys.stderr.write(f"{outcome.failed} of {outcome.cells} cells failed; "
+                         f"see {args.out / 'manifest.json'}\n")
+    return 1 if outcome.failed else 0
+
+
+def _plan_line(sweep: Sweep) -> str:
+    cells = len(sweep.folder.cells)
+    kept = f"resuming: {len(sweep.kept)} of {cells} cells already done and verified; " if sweep.kept else ""
+    return (f"{kept}{sweep.units} work units of up to {sweep.options.chunk} cells "
+            f"on {sweep.processes.count} process(es)\n")
 
 
 def _quiet_loading() -> None:
@@ -254,7 +282,10 @@ def _quiet_loading() -> None:
 
 def _fail(err: object) -> int:
     message = " ".join(str(err).split())  # one line, whatever the message holds
-    sys.stderr.write(f"error: {message}\n")
+    # Under `accelerate launch` every process reports; the main process's line is the plain one.
+    rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
+    where = f" (process {int(rank) + 1} of {world})" if rank != "0" and rank.isdigit() else ""
+    sys.stderr.write(f"error{where}: {message}\n")
     return 2
 
 

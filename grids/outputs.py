@@ -4,7 +4,11 @@ This module owns the folder layout the CLI writes, and the app and sweeps reuse:
 
     spec.json                  the resolved spec (random seeds fixed), written by prepare()
     cells/<NNN>-<slug>.png     each cell that rendered, written the moment it arrives (on_cell)
+    cells/<NNN>-<slug>.safetensors   its final latents, only when asked (FolderOptions.latents)
+    cells/<NNN>-<slug>.json    its record, only when asked (FolderOptions.journal): what lets a
+                               stopped run resume (prepare(resume=True), see grids.journal)
     grid.png                   the labelled grid, A1111 text of cell 0 + the X/Y/Z plot part
+                               (unless FolderOptions(grid=False): big sweeps)
     grid.jpg, grid.webp        the same grid, only in the formats asked for (text in EXIF)
     animation.gif              only when asked: one frame per steps value (X or Y axis), else per X
     <extra files>              whatever the caller passes to finish() (e.g. metrics.csv)
@@ -16,6 +20,9 @@ This module owns the folder layout the CLI writes, and the app and sweeps reuse:
 Every file is written under a temporary name and renamed, so none is ever half-written, and a
 manifest.json in the folder always belongs to a run that finished. Nothing here prints or parses
 arguments: callers report progress and errors their own way.
+
+finish() takes the results in memory (the app's) or read back from the folder
+(`stored_results()`, the CLI's): the grid and the animation fetch one cell image at a time.
 """
 
 from __future__ import annotations
@@ -28,12 +35,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from grids import exports, infotext
+from grids import exports, infotext, journal
 from grids.animation import animate, axis_frames
 from grids.cells import Cell, CellSpec
 from grids.layout import GridLabels, LayoutOptions, draw_grid
 from grids.snippet import diffusers_snippet
 from grids.spec import GridSpec, expand
+from grids.stored import CellImages, StoredResults
 from version import __version__
 
 MANIFEST_FORMAT = "sampler-grid manifest 1"
@@ -50,7 +58,9 @@ class OutputFolderError(ValueError):
 
 @dataclass(frozen=True)
 class FolderOptions:
-    """What to write besides the PNGs: grid formats (grid.png always), the animation, the zip.
+    """What to write besides the PNGs: grid formats (grid.png always, unless `grid` is off), the
+    animation, the zip, each cell's sidecar record (`journal`, for resuming) and final latents
+    (`latents`, .safetensors, for latent RMSE from disk).
 
     `animation_max_side` keeps the GIF's frames to a size a browser shows comfortably.
     """
@@ -61,6 +71,9 @@ class FolderOptions:
     ms_per_frame: int = 500
     animation_max_side: int = 1024
     quality: int = 95
+    journal: bool = False
+    latents: bool = False
+    grid: bool = True
 
     def __post_init__(self) -> None:
         names = (self.formats,) if isinstance(self.formats, str) else tuple(self.formats)
@@ -127,16 +140,56 @@ class GridFolder:
         self.files = cell_files(self.cells)
         self.records: list[dict[str, Any] | None] = [None] * len(self.cells)
 
-    def prepare(self) -> None:
-        """Create the folder, drop a previous run's grid files and manifest, write spec.json."""
+    def prepare(self, resume: bool = False) -> list[int]:
+        """Create the folder, drop a previous run's grid files, manifest and half-written files,
+        write spec.json; returns the indices of the cells already done.
+
+        resume=False: no cell counts as done; the previous run's sidecars go (its cell images
+        stay until finish() replaces or removes them). resume=True (needs FolderOptions(journal=True)):
+        every cell whose sidecar and files verify (grids.journal.read_verified) is kept, its
+        record loaded, and its index returned; the rest are to render.
+        """
+        if resume and not self.options.journal:
+            raise OutputFolderError("resuming needs the cells' sidecar records: FolderOptions(journal=True)")
         try:
             (self.out / "cells").mkdir(parents=True, exist_ok=True)
             for name in _RUN_FILES:
                 (self.out / name).unlink(missing_ok=True)
+            journal.remove_temporaries(self.out)
+            if not resume:
+                journal.remove_sidecars(self.out)
             write_json(self.out / "spec.json", self.resolved.to_json())
         except OSError as err:
             raise OutputFolderError(f"cannot write the output folder {str(self.out)!r}: "
                                     f"{err.strerror or err}") from err
+        return self._verified_cells() if resume else []
+
+    def _verified_cells(self) -> list[int]:
+        done = []
+        for i, cell in enumerate(self.cells):
+            model = self._model_for(cell.spec)
+            record = journal.read_verified(self.out, self.files[i], i, cell.spec.key(),
+                                           model.model_hash if model is self.model else None,
+                                           latents=self.options.latents)
+            if record is not None:
+                self.records[i] = record
+                done.append(i)
+        return done
+
+    def add_records(self, records: Mapping[int, dict[str, Any]]) -> None:
+        """Take cells another process wrote into this folder ({index: its record}); refuses a
+        record whose file is missing or differs (a folder the processes do not share)."""
+        for index, record in records.items():
+            name = record.get("file")
+            if name is not None and not journal.file_matches(self.out, name, record.get("sha256")):
+                raise OutputFolderError(
+                    f"cell {index}'s image {name} is missing or differs in {str(self.out)!r}: with "
+                    "several machines, the output folder must be one they all share")
+            self.records[index] = record
+
+    def stored_results(self) -> StoredResults:
+        """Every cell as its record and files in the folder say (images read when used)."""
+        return StoredResults(self.out, self.cells, self.records)
 
     # ------------------------------------------------------------ cells
 
@@ -163,7 +216,20 @@ class GridFolder:
         if result.ok:
             data = infotext.save_png(result.image, self.out / self.files[index], params)
             record.update(file=self.files[index], sha256=_sha(data))
+            if self.options.latents and result.latents is not None:
+                record["latents"] = self._save_latents(index, result.latents)
+            if self.options.journal:
+                journal.write_sidecar(self.out, record, self.cells[index].spec.key(),
+                                      getattr(model, "model_hash", None))
         self.records[index] = record
+
+    def _save_latents(self, index: int, latents: Any) -> dict[str, str]:
+        from safetensors.torch import save
+
+        name = journal.latents_file(self.files[index])
+        data = save({"latents": latents.detach().float().cpu().contiguous()})
+        infotext.write_atomic(self.out / name, data)
+        return {"file": name, "sha256": _sha(data)}
 
     # ------------------------------------------------------------ the end
 
@@ -180,19 +246,16 @@ class GridFolder:
             if self.records[i] is None:  # cells the engine never delivered (stopped)
                 self.on_cell(i, result)
         labels = GridLabels.from_spec(self.resolved)
-        images = [r.image if r.ok else (r.error or "no image") for r in results]
-        grid = draw_grid(images, labels, self.resolved.shape, layout_options)
         text = infotext.grid_parameters(results[0].spec, self.resolved, self.model.name,
                                         self.model.model_hash)
-        grid_png = infotext.save_png(grid, self.out / "grid.png", text)
-        formats = self._grid_formats(grid, text)
+        grid_entry = self._grid(results, labels, layout_options, text) if self.options.grid else None
         animation = self._animation(results, labels, layout_options) if self.options.animation else None
         self._remove_stale()
         for name, data in extras.items():
             (self.out / name).parent.mkdir(parents=True, exist_ok=True)
             infotext.write_atomic(self.out / name, data)
-        manifest = self.manifest(grid.size, grid_png, text, seconds)
-        manifest["grid"]["formats"] = formats
+        manifest = self.manifest(None, b"", text, seconds)
+        manifest["grid"] = grid_entry
         manifest.update(animation=animation, bundle=BUNDLE_FILE if self.options.zip else None,
                         extra_files=[{"file": n, "sha256": _sha(d)} for n, d in extras.items()],
                         metrics=metrics)
@@ -201,6 +264,15 @@ class GridFolder:
             exports.write_zip(self.out / BUNDLE_FILE, self._bundle(manifest, data, extras))
         infotext.write_atomic(self.out / "manifest.json", data)
         return manifest
+
+    def _grid(self, results: Sequence[Any], labels: GridLabels, layout_options: LayoutOptions,
+              text: str) -> dict[str, Any]:
+        """grid.png (and its other formats), drawn one cell image at a time; its manifest entry."""
+        grid = draw_grid(CellImages(results), labels, self.resolved.shape, layout_options)
+        grid_png = infotext.save_png(grid, self.out / "grid.png", text)
+        entry = _grid_entry(grid.size, grid_png, text)
+        entry["formats"] = self._grid_formats(grid, text)
+        return entry
 
     def _grid_formats(self, grid: Any, text: str) -> dict[str, dict[str, str]]:
         """grid.jpg / grid.webp for the formats asked for: {format: {"file", "sha256"}}."""
@@ -231,19 +303,26 @@ class GridFolder:
                 "ms_per_frame": self.options.ms_per_frame, "sha256": _sha(data)}
 
     def _remove_stale(self) -> None:
-        """Drop cell images a previous run left here, so cells/ matches the manifest."""
+        """Drop cell files a previous run left here, so cells/ matches the manifest."""
         keep = {r["file"] for r in self.records if r and r["file"]}
-        for path in (self.out / "cells").glob("*.png"):
-            if re.fullmatch(r"\d{3,}-[a-z0-9-]+\.png", path.name) and f"cells/{path.name}" not in keep:
+        if self.options.journal:
+            keep |= {journal.sidecar_path(Path(), f).as_posix() for f in keep}
+        keep |= {r["latents"]["file"] for r in self.records if r and r.get("latents")}
+        for path in (self.out / "cells").iterdir():
+            if journal.CELL_FILE.fullmatch(path.name) and f"cells/{path.name}" not in keep:
                 path.unlink()
 
     def _bundle(self, manifest: dict[str, Any], manifest_bytes: bytes,
                 extras: Mapping[str, bytes]) -> dict[str, bytes | Path]:
-        members: dict[str, bytes | Path] = {r["file"]: self.out / r["file"]
-                                            for r in self.records if r and r["file"]}
-        members["grid.png"] = self.out / "grid.png"
-        for entry in manifest["grid"]["formats"].values():
-            members[entry["file"]] = self.out / entry["file"]
+        members: dict[str, bytes | Path] = {}
+        for r in self.records:
+            for name in (r["file"], (r.get("latents") or {}).get("file")) if r else ():
+                if name:
+                    members[name] = self.out / name
+        if manifest["grid"]:
+            members["grid.png"] = self.out / "grid.png"
+            for entry in manifest["grid"]["formats"].values():
+                members[entry["file"]] = self.out / entry["file"]
         if manifest["animation"]:
             members[ANIMATION_FILE] = self.out / ANIMATION_FILE
         members.update(extras)
@@ -251,8 +330,11 @@ class GridFolder:
         members["manifest.json"] = manifest_bytes
         return members
 
-    def manifest(self, size: tuple[int, int], grid_png: bytes, text: str, seconds: dict[str, float]) -> dict:
-        """The manifest's run, model, grid, cells and totals (finish() adds the files and metrics)."""
+    def manifest(self, size: tuple[int, int] | None, grid_png: bytes, text: str,
+                 seconds: dict[str, float]) -> dict:
+        """The manifest's run, model, grid, cells and totals (finish() adds the files and metrics).
+
+        `size` None: no grid image (the "grid" entry is None)."""
         records = [r for r in self.records if r is not None]
         nx, ny, nz = self.resolved.shape
         return {
@@ -261,13 +343,17 @@ class GridFolder:
             "model": {"name": self.model.name, "hash": self.model.model_hash, "family": self.model.family,
                       "default_size": list(self.model.default_size)},
             "shape": {"columns": nx, "rows": ny, "subgrids": nz},
-            "grid": {"file": "grid.png", "width": size[0], "height": size[1],
-                     "sha256": _sha(grid_png), "parameters": text},
+            "grid": None if size is None else _grid_entry(size, grid_png, text),
             "cells": records,
             "totals": {"cells": len(records), "failed": sum(r["error"] is not None for r in records),
                        "model_calls": sum(r["model_calls"] for r in records),
                        **{k: round(v, 3) for k, v in seconds.items()}},
         }
+
+
+def _grid_entry(size: tuple[int, int], grid_png: bytes, text: str) -> dict[str, Any]:
+    return {"file": "grid.png", "width": size[0], "height": size[1], "sha256": _sha(grid_png),
+            "parameters": text}
 
 
 def _checked_extra_files(extra_files: Mapping[str, bytes] | None) -> dict[str, bytes]:

@@ -117,7 +117,7 @@ def test_a_user_generates_inspects_downloads_and_shares(url: str, browser, tmp_p
 
     thumbs.first.click()
     info = text_input(page, "sg-cell-info")
-    page.wait_for_function("el => el.value.includes('Steps: 2')", arg=info.element_handle(), timeout=120_000)
+    page.wait_for_function("el => el.value.includes('Steps: 2')", arg=info.element_handle())
     params = info.input_value()
     assert params.startswith("red apple\n") and "Sampler: Euler" in params and "CFG scale: 7" in params
 
@@ -133,7 +133,7 @@ def test_a_user_generates_inspects_downloads_and_shares(url: str, browser, tmp_p
     page.get_by_role("tab", name="Share").click()
     page.click("#sg-copy")
     link_box = text_input(page, "sg-link")
-    page.wait_for_function("el => el.value.startsWith('http')", arg=link_box.element_handle(), timeout=120_000)
+    page.wait_for_function("el => el.value.startsWith('http')", arg=link_box.element_handle())
     shared = link_box.input_value()
     assert "cfg=7" in shared and "seed=1234" in shared
 

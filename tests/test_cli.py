@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 import cli
+import grids
 from grids import GridSpec
 from grids.layout import PLACEHOLDER, GridLabels, LayoutOptions, plan_layout
 from grids.reader import read_parameters
@@ -48,8 +49,10 @@ def manifest(out: Path) -> dict:
 def test_writes_every_file_and_nothing_half_written(first):
     rc, out = first
     assert rc == 0
-    assert sorted(p.name for p in out.iterdir()) == ["cells", "grid.png", "manifest.json", "spec.json"]
-    assert sorted(p.name for p in (out / "cells").iterdir()) == FILES
+    assert sorted(p.name for p in out.iterdir()) == ["cells", "grid.png", "manifest.json", "metrics.csv",
+                                                     "spec.json"]
+    sidecars = [name.replace(".png", ".json") for name in FILES]
+    assert sorted(p.name for p in (out / "cells").iterdir()) == sorted(FILES + sidecars)
     assert not list(out.rglob("*.tmp"))
 
 
@@ -115,7 +118,7 @@ def test_spec_json_reruns_to_identical_cells(first, sd_path, tmp_path):
     assert sha(again / "grid.png") == sha(out / "grid.png")
     # A smaller grid into the same folder leaves only its own cell files behind.
     assert cli.main(grid_args(sd_path, again, "--x", "none", "--y", "none", "--steps", "2")) == 0
-    assert [p.name for p in (again / "cells").iterdir()] == ["000-cell.png"]
+    assert sorted(p.name for p in (again / "cells").iterdir()) == ["000-cell.json", "000-cell.png"]
     assert len(manifest(again)["cells"]) == 1
 
 
@@ -129,7 +132,8 @@ def test_failed_cells_exit_1_with_placeholders(sd_path, tmp_path, capsys):
     assert ok["error"] is None and ok["file"] == "cells/000-euler-steps-2.png"
     assert "cannot follow the 'Align Your Steps' schedule" in bad["error"]
     assert bad["file"] is None and bad["sha256"] is None and m["totals"]["failed"] == 1
-    assert [p.name for p in (out / "cells").iterdir()] == ["000-euler-steps-2.png"]
+    assert sorted(p.name for p in (out / "cells").iterdir()) == ["000-euler-steps-2.json",
+                                                                  "000-euler-steps-2.png"]
     spec = GridSpec.from_json((out / "spec.json").read_text())
     layout = plan_layout([None, None], GridLabels.from_spec(spec), (2, 1, 1),
                          LayoutOptions(cell_size=(32, 32)))
@@ -191,13 +195,15 @@ def test_formats_animation_and_zip_flags(sd_path, tmp_path):
                             "--y", "steps=2, 3", "--formats", "jpg,WEBP", "--animation", "--zip"))
     assert rc == 0
     assert sorted(p.name for p in out.iterdir()) == ["animation.gif", "bundle.zip", "cells", "grid.jpg",
-                                                     "grid.png", "grid.webp", "manifest.json", "spec.json"]
+                                                     "grid.png", "grid.webp", "manifest.json", "metrics.csv",
+                                                     "spec.json"]
     m = manifest(out)
     assert sorted(m["grid"]["formats"]) == ["jpeg", "webp"] and m["animation"]["axis"] == "y"
     assert read_parameters(out / "grid.webp") == m["grid"]["parameters"]
     assert [c["diffusers_snippet"] is None for c in m["cells"]] == [False, True, False, True]
     with zipfile.ZipFile(out / "bundle.zip") as zf:
-        assert zf.read("manifest.json") == (out / "manifest.json").read_bytes() and len(zf.namelist()) == 10
+        assert zf.read("manifest.json") == (out / "manifest.json").read_bytes() and len(zf.namelist()) == 11
+        assert zf.read("metrics.csv") == (out / "metrics.csv").read_bytes()
 
 
 def test_unknown_format_flag_is_one_line_exit_2(tmp_path, capsys):
@@ -219,3 +225,76 @@ def test_model_axis_names_each_cells_own_model(sd_path, sdxl_path, tmp_path):
     # The second model is still the one in memory; its hash is what its cell must carry.
     assert hashes == [manifest(out)["model"]["hash"], load_model(str(sdxl_path)).model_hash]
     assert hashes[0] != hashes[1] and all(len(h) == 10 for h in hashes)
+
+
+def test_the_apps_spec_json_runs_unchanged(tmp_path):
+    from ui.settings import Settings
+
+    # The app's default controls: its spec.json is exactly what --spec reads.
+    default = Settings().to_spec().resolved().to_json()
+    path = tmp_path / "app-default.json"
+    path.write_text(json.dumps(default))
+    args = cli.build_parser().parse_args(["grid", "--spec", str(path), "--out", str(tmp_path / "o")])
+    assert cli.build_spec(args).to_json() == default
+    # A smaller grid from the app's controls (Z axis, prompt S/R, vary seeds), rendered from its file.
+    settings = Settings(prompt="grinning face", samplers=("Euler", "DPM++ 2M SDE"), steps="2, 3", width=32,
+                        height=32, seed=9, z_axis="Prompt S/R", z_values="grinning, sad", vary_seeds=True)
+    app_json = settings.to_spec().resolved().to_json()
+    path.write_text(json.dumps(app_json, indent=2))
+    out = tmp_path / "app"
+    assert cli.main(["grid", "--spec", str(path), "--out", str(out), "--quiet"]) == 0
+    m = manifest(out)
+    assert m["spec"] == app_json and json.loads((out / "spec.json").read_text()) == app_json
+    assert m["shape"] == {"columns": 2, "rows": 2, "subgrids": 2} and m["totals"]["failed"] == 0
+    assert [c["settings"]["prompt"] for c in m["cells"]] == ["grinning face"] * 4 + ["sad face"] * 4
+    assert len({c["settings"]["seed"] for c in m["cells"]}) == 8
+
+
+def test_metrics_from_disk_equal_metrics_from_memory(sd_path, tmp_path):
+    from grids.metrics import measure
+    from pipeline.render import render
+    from sweeps.shards import work_units
+
+    out = tmp_path / "m"
+    assert cli.main(grid_args(sd_path, out, "--seed", "4", "--latents", "--x", "sampler=Euler, Heun",
+                              "--y", "steps=2, 3, 4")) == 0
+    m = manifest(out)
+    cells = grids.expand(GridSpec.from_json((out / "spec.json").read_text()))
+    specs = [c.spec for c in cells]
+    (unit,) = work_units(specs)  # one engine call, in the order the CLI renders them
+    results = [None] * len(cells)
+    for i, result in zip(unit, render([specs[i] for i in unit]), strict=True):
+        results[i] = result
+    expected = measure(cells, results)
+    assert (out / "metrics.csv").read_text() == expected.to_csv()
+    assert m["metrics"] == json.loads(json.dumps(expected.to_json()))
+    assert all(row.latent_rmse is not None for row in expected.cells)
+    assert [c["latents"]["file"] for c in m["cells"]] == [f"cells/{n}.safetensors" for n in (
+        "000-euler-steps-2", "001-heun-steps-2", "002-euler-steps-3", "003-heun-steps-3",
+        "004-euler-steps-4", "005-heun-steps-4")]
+    assert [c["sha256"] for c in m["cells"]] == [sha(out / c["file"]) for c in m["cells"]]
+
+
+def test_no_grid_writes_cells_metrics_and_manifest(sd_path, tmp_path):
+    out = tmp_path / "nogrid"
+    assert cli.main(grid_args(sd_path, out, "--seed", "4", "--no-grid", "--zip", "--x", "sampler=Euler",
+                              "--y", "steps=2, 3", "--max-megapixels", "0.001")) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["bundle.zip", "cells", "manifest.json", "metrics.csv",
+                                                     "spec.json"]
+    m = manifest(out)
+    assert m["grid"] is None and len(m["cells"]) == 2 and m["metrics"]["series"][0]["points"]
+    with zipfile.ZipFile(out / "bundle.zip") as zf:
+        assert sorted(zf.namelist()) == ["cells/000-euler-steps-2.png", "cells/001-euler-steps-3.png",
+                                         "manifest.json", "metrics.csv", "spec.json"]
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--chunk", "0"], "error: --chunk must be at least 1 cell, got 0"),
+    (["--no-grid", "--animation"], "error: --animation draws grids; drop --no-grid or --animation"),
+    (["--max-cells", "3"], "error: this grid has 12 cells; the limit is 3"),
+])
+def test_sweep_flags_refuse_bad_values(sd_path, tmp_path, capsys, extra, message):
+    assert cli.main(grid_args(sd_path, tmp_path / "o", *extra)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
