@@ -88,3 +88,18 @@ def test_dedup_drops_pictures_closer_than_the_threshold_in_code_point_order():
     assert dedup([white, near, far]) == [0, 2]
     assert dedup([near, white, far]) == [0, 2]
     assert dedup([white, far], threshold=1.01) == [0]  # nothing is 1.01 apart in [0, 1] pixels
+
+
+def _ink_colour(image) -> np.ndarray:
+    """Mean RGB of the non-white pixels (the drawing, not the background)."""
+    a = np.asarray(image, dtype=float)
+    return a[a.min(axis=2) < 200].mean(axis=0)
+
+
+def test_the_prompt_decides_the_colours():
+    # An untrained or colour-collapsed model draws every prompt in one hue; this one must not.
+    prompts = ("heavy black heart", "upside-down face", "bottle with popping cork")
+    heart, face, bottle = (_ink_colour(r.image) for r in render([cell(prompt=p, steps=10, seed=1)
+                                                                 for p in prompts]))
+    assert heart[0] - heart[1] > face[0] - face[1] + 40, (heart, face)  # red heart, yellow face
+    assert bottle[1] > bottle[0] and face[0] > face[1], (bottle, face)  # green bottle
