@@ -14,10 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import app  # noqa: E402
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, DONE, free_port  # noqa: E402
+from scripts.served_app import serve_in_process  # noqa: E402
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, DONE  # noqa: E402
 from ui.config import AppConfig  # noqa: E402
-from ui.page import launch_kwargs  # noqa: E402
 
 
 def main() -> int:
@@ -27,13 +26,9 @@ def main() -> int:
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
-    config = AppConfig(out_root=Path(tempfile.mkdtemp(prefix="shots-")))
-    demo, models = app.create(config)
-    models.wait(300)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                allowed_paths=[str(config.out_root)], **launch_kwargs())
-    url = f"http://127.0.0.1:{port}/?seed=3&prompt={args.prompt.replace(' ', '+')}"
+    served = serve_in_process(AppConfig(out_root=Path(tempfile.mkdtemp(prefix="shots-"))), 300,
+                              page_assets=True)
+    url = f"{served.url}?seed=3&prompt={args.prompt.replace(' ', '+')}"
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -52,7 +47,7 @@ def main() -> int:
                 page.close()
             browser.close()
     finally:
-        demo.close()
+        served.close()
     print(f"wrote {args.out}/app-desktop.png, app-phone.png, app-convergence.png")
     return 0
 

@@ -44,15 +44,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve_in_process(config: Any, wait_model_s: float = 120) -> ServedApp:
-    """Launch the app for `config` (ui.config.AppConfig) in this process on a free port."""
+def serve_in_process(config: Any, wait_model_s: float = 120, page_assets: bool = False) -> ServedApp:
+    """Launch the app for `config` (ui.config.AppConfig) in this process on a free port;
+    page_assets: with the page's theme, CSS and script (what a browser sees), not just the API."""
     import app
+    from ui.page import launch_kwargs
 
     demo, models = app.create(config)
     models.wait(wait_model_s)
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                allowed_paths=[str(config.out_root)])
+                allowed_paths=[str(config.out_root)], **(launch_kwargs() if page_assets else {}))
     return ServedApp(f"http://127.0.0.1:{port}/", None, demo.close)
 
 

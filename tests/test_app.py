@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 from gradio_client import Client
 from PIL import Image
 
-import app
+from scripts.served_app import serve_in_process
 from ui.config import AppConfig
 
 SPEC = {"model": "builtin", "prompt": "grinning face", "seed": 7, "cfg": 5, "steps": 4,
@@ -19,24 +18,13 @@ SPEC = {"model": "builtin", "prompt": "grinning face", "seed": 7, "cfg": 5, "ste
         "y": {"axis": "sampler", "values": ["Euler", "Euler a"]}}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    config = AppConfig(public=True, out_root=tmp_path_factory.mktemp("app-out"))
-    demo, models = app.create(config)
-    models.wait(120)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                allowed_paths=[str(config.out_root)])
+    app = serve_in_process(AppConfig(public=True, out_root=tmp_path_factory.mktemp("app-out")))
     try:
-        yield f"http://127.0.0.1:{port}/"
+        yield app.url
     finally:
-        demo.close()
+        app.close()
 
 
 def test_render_endpoint_returns_the_grid_and_its_manifest(served: str) -> None:

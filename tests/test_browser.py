@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-import app
+from scripts.served_app import serve_in_process
 from ui.config import AppConfig
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -29,26 +28,14 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                 reason="Chromium is not installed: run `make test`, which installs it")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     config = AppConfig(public=False, out_root=tmp_path_factory.mktemp("browser-out"))
-    demo, models = app.create(config)
-    models.wait(120)
-    port = free_port()
-    from ui.page import launch_kwargs
-
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                allowed_paths=[str(config.out_root)], **launch_kwargs())
+    app = serve_in_process(config, page_assets=True)
     try:
-        yield f"http://127.0.0.1:{port}/"
+        yield app.url
     finally:
-        demo.close()
+        app.close()
 
 
 @pytest.fixture(scope="module")
