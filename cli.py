@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no grid image (sweeps too big to draw as one picture); cells, metrics, manifest")
     g.add_argument("--margin", type=int, default=0, help="pixels between cells")
     g.add_argument("--no-legend", action="store_true", help="draw the grid without labels")
+    g.add_argument("--overlay", action="store_true",
+                   help="write each cell's seconds and model calls over its foot in the grid")
     g.add_argument("--max-megapixels", type=float, default=grids.Limits().max_megapixels,
                    help="refuse a grid image larger than this (default: %(default)g)")
     g.add_argument("--max-cells", type=int, default=grids.Limits().max_cells,
@@ -232,7 +234,8 @@ def sweep_options(args: argparse.Namespace) -> SweepOptions:
                            latents=args.latents, grid=not args.no_grid)
     limits = grids.Limits(max_cells=args.max_cells, max_model_calls=args.max_model_calls,  # no grid: no size
                           max_megapixels=float("inf") if args.no_grid else args.max_megapixels)
-    layout = LayoutOptions(margin=args.margin, legend=not args.no_legend, max_megapixels=args.max_megapixels)
+    layout = LayoutOptions(margin=args.margin, legend=not args.no_legend, max_megapixels=args.max_megapixels,
+                           overlay=args.overlay)
     return SweepOptions(out=args.out, folder=folder, layout=layout, limits=limits, max_batch=args.max_batch,
                         chunk=args.chunk, resume=not args.fresh, device=args.device, dtype=args.dtype)
 

@@ -61,6 +61,7 @@ class LayoutOptions:
     legend: bool = True
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
     cell_size: tuple[int, int] | None = None
+    overlay: bool = False  # draw each cell's caption (e.g. seconds and model calls) over its foot
 
 
 def kind_tag(sampler: str) -> str | None:
@@ -230,9 +231,11 @@ def plan_layout(images: Sequence[CellImage], labels: GridLabels, shape: tuple[in
 
 
 def draw_grid(images: Sequence[CellImage], labels: GridLabels, shape: tuple[int, int, int],
-              options: LayoutOptions = LayoutOptions()) -> Image.Image:
+              options: LayoutOptions = LayoutOptions(),
+              captions: Sequence[str | None] | None = None) -> Image.Image:
     """The grid as one RGB image. `images` run z, then y, then x (grids.expand's order);
-    a str is a failed cell's reason, None a cell with no image. shape: (columns, rows, sub-grids)."""
+    a str is a failed cell's reason, None a cell with no image. shape: (columns, rows, sub-grids).
+    With options.overlay, each cell's caption (same order) is drawn on a dark band at its foot."""
     layout = plan_layout(images, labels, shape, options)  # refuses before allocating
     allow_pixels(max(options.max_megapixels, layout.megapixels))
     canvas = Image.new("RGB", (layout.width, layout.height), BACKGROUND)
@@ -248,9 +251,24 @@ def draw_grid(images: Sequence[CellImage], labels: GridLabels, shape: tuple[int,
             canvas.paste(image.convert("RGB"), (origin[0] + offset[0], origin[1] + offset[1]))
         else:
             _placeholder(draw, origin, layout, image or "no image")
+        if options.overlay and captions is not None and captions[i]:
+            _caption(canvas, origin, layout, captions[i])
     if options.legend:
         _draw_labels(draw, labels, layout)
     return canvas
+
+
+def _caption(canvas: Image.Image, origin: tuple[int, int], layout: Layout, text: str) -> None:
+    """`text` in white on a translucent dark band across the bottom of the cell box."""
+    w, h = layout.cell
+    size = max(MIN_FONT, min(h // 6, layout.font_size * 2 // 3))
+    block = fit_text(text, w - 4, size, max_height=h // 3, max_lines=2)
+    band_h = min(h, block.height + 4)
+    x0, y0 = origin[0], origin[1] + h - band_h
+    band = canvas.crop((x0, y0, x0 + w, y0 + band_h))
+    band = Image.blend(band, Image.new("RGB", band.size, (0, 0, 0)), 0.6)
+    canvas.paste(band, (x0, y0))
+    _text(ImageDraw.Draw(canvas), block, (x0, y0, x0 + w, y0 + band_h), (255, 255, 255))
 
 
 def _placeholder(draw: ImageDraw.ImageDraw, origin: tuple[int, int], layout: Layout, reason: str) -> None:

@@ -122,6 +122,13 @@ def _loaded_model(name: str) -> Any | None:
     return model if model is not None and model.name == name else None
 
 
+def cost_caption(result: Any) -> str | None:
+    """A cell's cost as its overlay caption ("1.2 s · 40 calls"); None for a failed cell."""
+    if not result.ok:
+        return None
+    return f"{result.seconds:.1f} s · {result.model_calls} calls"
+
+
 class GridFolder:
     """One grid run into one folder: prepare(), then on_cell() as cells arrive, then finish().
 
@@ -268,7 +275,8 @@ class GridFolder:
     def _grid(self, results: Sequence[Any], labels: GridLabels, layout_options: LayoutOptions,
               text: str) -> dict[str, Any]:
         """grid.png (and its other formats), drawn one cell image at a time; its manifest entry."""
-        grid = draw_grid(CellImages(results), labels, self.resolved.shape, layout_options)
+        grid = draw_grid(CellImages(results), labels, self.resolved.shape, layout_options,
+                         captions=[cost_caption(r) for r in results] if layout_options.overlay else None)
         grid_png = infotext.save_png(grid, self.out / "grid.png", text)
         entry = _grid_entry(grid.size, grid_png, text)
         entry["formats"] = self._grid_formats(grid, text)

@@ -176,3 +176,17 @@ def test_shape_and_label_mismatches_are_refused():
         draw_grid(solids(5), GridLabels(), (3, 2, 1))
     with pytest.raises(ValueError, match="X has 3 values but 2 labels"):
         draw_grid(solids(3), GridLabels(x=("a", "b")), (3, 1, 1))
+
+
+def test_overlay_darkens_only_the_foot_of_captioned_cells() -> None:
+    cells = [Image.new("RGB", (96, 96), (250, 250, 250)) for _ in range(2)]
+    options = LayoutOptions(legend=False, overlay=True)
+    grid = draw_grid(cells, GridLabels(), (2, 1, 1), options, captions=["1.2 s · 40 calls", None])
+    plain = draw_grid(cells, GridLabels(), (2, 1, 1), LayoutOptions(legend=False), captions=["x", None])
+    assert plain.getpixel((48, 90)) == (250, 250, 250)  # captions are drawn only with overlay on
+    assert grid.getpixel((2, 2)) == (250, 250, 250)  # the top of the cell is untouched
+    foot = [grid.getpixel((x, 94)) for x in range(96)]
+    assert all(max(p) < 120 for p in foot[:3])  # the band is dark at its edge, past the text
+    band = [grid.getpixel((x, y)) for x in range(96) for y in range(80, 96)]
+    assert (255, 255, 255) in band  # white text on the band
+    assert grid.getpixel((96 + 48, 94)) == (250, 250, 250)  # the uncaptioned cell keeps its foot

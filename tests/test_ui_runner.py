@@ -52,3 +52,18 @@ def test_accurate_reference_judges_noisy_samplers_non_converging(holder: ModelHo
     assert verdicts["DPM++ 2M SDE"].startswith("does not converge")
     assert "high-accuracy reference" in out.verdicts_markdown()
     assert len(out.manifest["cells"]) == 6  # the reference is measured against, not drawn
+
+
+def test_overlay_writes_cost_on_the_final_grid(holder: ModelHolder) -> None:
+    one = GridSpec(prompt="grinning face", seed=3, cfg=1.0, x=Axis("steps", [4]))
+    grids_drawn = []
+    for overlay in (False, True):
+        job = GridJob(one, holder.config, holder, overlay=overlay)
+        job.check()
+        grids_drawn.append(list(job.snapshots())[-1].outputs.grid)
+    plain, costed = grids_drawn
+    assert plain.size == costed.size
+    w, h = plain.size
+    foot = [(x, h - 2) for x in range(w // 2, w)]
+    darker = sum(sum(costed.getpixel(p)) < sum(plain.getpixel(p)) for p in foot)
+    assert darker > len(foot) // 2  # the cell's foot carries the dark caption band

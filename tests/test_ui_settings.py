@@ -52,7 +52,7 @@ def test_link_round_trips_every_setting() -> None:
                  samplers=("DPM++ 2M", "Euler a (diffusers)"), steps="10-40 [4]", schedule="Karras",
                  cfg=7.5, eta=0.5, s_noise=1.01, width=512, height=768, seed=2**40, x_axis="Sampler",
                  y_axis="Steps", z_axis="CFG Scale", z_values="3, 7", vary_seeds=True,
-                 accurate_reference=True)
+                 accurate_reference=True, overlay=True)
     back, warnings = roundtrip(s)
     assert back == s and warnings == []
 

@@ -36,7 +36,7 @@ _LOCK = threading.Lock()
 # from one checklist per sampler group and is handled apart.
 FIELDS = ("prompt", "negative_prompt", "model", "steps", "schedule", "cfg", "eta", "s_noise", "width",
           "height", "seed", "x_axis", "x_values", "y_axis", "y_values", "z_axis", "z_values", "vary_seeds",
-          "accurate_reference")
+          "accurate_reference", "overlay")
 
 
 def settings_from(values: list[Any]) -> Settings:
@@ -113,7 +113,8 @@ def start_job(settings: Settings, config: AppConfig, models: ModelHolder) -> tup
         settings = Settings(**{**settings.as_dict(), "seed": random_seed()})
     try:
         spec = settings.to_spec()
-        job = GridJob(spec, config, models, accurate_reference=settings.accurate_reference)
+        job = GridJob(spec, config, models, accurate_reference=settings.accurate_reference,
+                      overlay=settings.overlay)
         job.check()
     except Exception as err:
         raise page_error(err) from None

@@ -120,6 +120,7 @@ def _controls(config: AppConfig, d: Settings, groups: dict[str, list[str]]) -> d
         with gr.Row():
             c["width"] = gr.Slider(0, 2048, d.width, step=8, label="Width (0 = model default)")
             c["height"] = gr.Slider(0, 2048, d.height, step=8, label="Height (0 = model default)")
+        c["overlay"] = gr.Checkbox(d.overlay, label="Write each cell's seconds and model calls on the grid")
     with gr.Accordion("Axes: what X, Y and Z vary (default: steps across, one row per sampler)", open=False):
         for pos, label in (("x", "X"), ("y", "Y"), ("z", "Z")):
             with gr.Row():

@@ -67,7 +67,7 @@ class GridJob:
     """A grid run: spec in, snapshots out. Not reusable."""
 
     def __init__(self, spec: grids.GridSpec, config: AppConfig, models: ModelHolder,
-                 accurate_reference: bool = False) -> None:
+                 accurate_reference: bool = False, overlay: bool = False) -> None:
         """accurate_reference: also render each series' high-accuracy reference (grids.metrics:
         a deterministic 2nd-order sampler at 200 steps) and measure convergence against it."""
         self.spec = spec
@@ -79,6 +79,7 @@ class GridJob:
         self.results: list[Any] = [None] * len(self.cells)
         self.delivered = 0  # cells finished or failed (not the ones a Stop left unrendered)
         self._draw_s = 0.0  # how long the last partial grid took to draw
+        self.overlay = overlay  # seconds and model calls written on each cell of the final grid
         self.reference_specs = reference_specs([c.spec for c in self.cells]) if accurate_reference else {}
         self.reference_results: list[Any] = []
         self.error: BaseException | None = None
@@ -101,7 +102,7 @@ class GridJob:
         grids.validate(self.cells, self.config.limits, model.default_size, model.vae_scale_factor)
         for size in {(s.width, s.height) for s in (c.spec.sized(model.default_size) for c in self.cells)}:
             self.config.check_cell_size(*size, model.default_size)
-        self.layout = LayoutOptions(max_megapixels=self.config.limits.max_megapixels,
+        self.layout = LayoutOptions(max_megapixels=self.config.limits.max_megapixels, overlay=self.overlay,
                                     cell_size=self._cell_box(model))
         plan_layout([None] * len(self.cells), GridLabels.from_spec(self.resolved), self.resolved.shape,
                     self.layout)

@@ -59,6 +59,7 @@ class Settings:
     z_values: str = ""
     vary_seeds: bool = False
     accurate_reference: bool = False
+    overlay: bool = False
 
     # ------------------------------------------------------------------ spec
 
@@ -160,7 +161,7 @@ _KEYS = {"prompt": "prompt", "negative_prompt": "neg", "model": "model", "sample
          "steps": "steps", "schedule": "schedule", "cfg": "cfg", "eta": "eta", "s_noise": "s_noise",
          "width": "w", "height": "h", "seed": "seed", "x_axis": "x", "x_values": "xv", "y_axis": "y",
          "y_values": "yv", "z_axis": "z", "z_values": "zv", "vary_seeds": "vary_seeds",
-         "accurate_reference": "ref"}
+         "accurate_reference": "ref", "overlay": "overlay"}
 _NUMBERS = {"cfg": (0.0, 100.0), "eta": (0.0, 10.0), "s_noise": (0.0, 10.0)}
 _SIDES = {"width", "height"}
 _MAX_TEXT = 4000
@@ -202,7 +203,7 @@ def _convert(name: str, raw: Any) -> Any:
         if not -1 <= seed <= axes.MAX_SEED:
             raise ValueError(f"must be -1 or from 0 to {axes.MAX_SEED}")
         return seed
-    if name in ("vary_seeds", "accurate_reference"):
+    if name in ("vary_seeds", "accurate_reference", "overlay"):
         return value.lower() in ("1", "true", "yes", "on")
     if name in ("x_axis", "y_axis", "z_axis"):
         if value not in AXIS_CHOICES and value != NO_AXIS:
