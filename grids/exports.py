@@ -22,8 +22,7 @@ import os
 import struct
 import time
 import zipfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from io import BytesIO
 from pathlib import Path, PurePosixPath
 
@@ -130,7 +129,7 @@ def write_zip(path: str | os.PathLike[str], members: Mapping[str, bytes | os.Pat
         if isinstance(value, os.PathLike) and not Path(value).is_file():
             raise ExportError(f"zip member {name!r}: no such file {str(value)!r}")
     stamp = time.localtime()[:6]
-    with _atomic_file(path) as tmp, zipfile.ZipFile(tmp, "w") as zf:
+    with infotext.atomic_file(path) as tmp, zipfile.ZipFile(tmp, "w") as zf:
         for name, value in checked.items():
             info = zipfile.ZipInfo(name, date_time=stamp)
             info.compress_type = zipfile.ZIP_STORED if name.lower().endswith(STORED_SUFFIXES) \
@@ -155,20 +154,3 @@ def _member_name(name: str) -> str:
         raise ExportError(f"zip member name {name!r} must be a relative path without '..', "
                           f"like 'cells/000-euler.png'")
     return "/".join(parts)
-
-
-@contextmanager
-def _atomic_file(path: Path) -> Iterator[Path]:
-    """A temporary file next to `path` that replaces it when the block ends without an error.
-
-    Why next to it: a rename within one folder is atomic, so a reader never sees half a file;
-    the temporary file is removed whatever happens.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

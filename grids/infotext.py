@@ -23,6 +23,8 @@ import io
 import json
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -152,8 +154,9 @@ def save_png(image: Image.Image, path: str | os.PathLike[str], params: str) -> b
     return data
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write `data` to `path` so that the file appears whole or not at all.
+@contextmanager
+def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary file next to `path` that replaces it when the block ends without an error.
 
     Why: a crash or a full disk mid-write must never leave a truncated file under the
     final name that looks complete; the temporary name is in the same folder so the
@@ -162,10 +165,15 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write `data` to `path` so that the file appears whole or not at all (see atomic_file)."""
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
