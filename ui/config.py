@@ -10,7 +10,6 @@ id, folder or checkpoint path can be typed in.
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,6 @@ PUBLIC_CELL_AREA = 4
 # text is the slow part of drawing a grid (about 0.25 ms a character, every time the grid is
 # drawn); 64 labels of 2,000 characters held the server for 13 minutes.
 PUBLIC_LABEL_CHARS = 3000
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 class ModelNotAllowedError(ValueError):
@@ -103,6 +101,3 @@ class AppConfig:
             raise GridTooLargeError(
                 f"the axis labels add up to {total:,} characters; this public page draws at most "
                 f"{PUBLIC_LABEL_CHARS:,} — use shorter or fewer Prompt S/R or negative prompt values")
-
-    def looks_like_hub_id(self, name: str) -> bool:
-        return bool(_HUB_ID.match(name))

@@ -16,6 +16,7 @@ import re
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import gradio as gr
@@ -110,7 +111,7 @@ def progress_html(snap: Snapshot | None, message: str = "") -> str:
 def start_job(settings: Settings, config: AppConfig, models: ModelHolder) -> tuple[GridJob, Settings]:
     """Check the settings and build the job; a random seed is fixed first so links reproduce."""
     if settings.seed == -1:
-        settings = Settings(**{**settings.as_dict(), "seed": random_seed()})
+        settings = replace(settings, seed=random_seed())
     try:
         spec = settings.to_spec()
         job = GridJob(spec, config, models, accurate_reference=settings.accurate_reference,

@@ -100,5 +100,5 @@ def write_outputs(job: GridJob, seconds: float) -> RunOutputs:
     with Image.open(job.folder / "grid.png") as grid:
         grid.load()
     return RunOutputs(run_id=job.folder.name, folder=job.folder, grid=grid, manifest=manifest,
-                      cells=job.cells, results=job.results, labels=GridLabels.from_spec(job.resolved),
+                      cells=job.cells, results=job.results, labels=job.labels,
                       shape=job.resolved.shape, layout=job.layout, convergence=convergence)

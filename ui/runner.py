@@ -73,6 +73,7 @@ class GridJob:
         self.spec = spec
         self.resolved = spec.resolved()
         self.cells = grids.expand(self.resolved)
+        self.labels = GridLabels.from_spec(self.resolved)
         self.config = config
         self.models = models
         self._stop = threading.Event()
@@ -81,6 +82,7 @@ class GridJob:
         self._draw_s = 0.0  # how long the last partial grid took to draw
         self.overlay = overlay  # seconds and model calls written on each cell of the final grid
         self.reference_specs = reference_specs([c.spec for c in self.cells]) if accurate_reference else {}
+        self.reference_cells = references_to_render(self.reference_specs)  # rendered after the grid's
         self.reference_results: list[Any] = []
         self.error: BaseException | None = None
 
@@ -104,8 +106,7 @@ class GridJob:
             self.config.check_cell_size(*size, model.default_size)
         self.layout = LayoutOptions(max_megapixels=self.config.limits.max_megapixels, overlay=self.overlay,
                                     cell_size=self._cell_box(model))
-        plan_layout([None] * len(self.cells), GridLabels.from_spec(self.resolved), self.resolved.shape,
-                    self.layout)
+        plan_layout([None] * len(self.cells), self.labels, self.resolved.shape, self.layout)
         self.model = model
         try:
             self.folder = run_folder(self.config)
@@ -125,8 +126,8 @@ class GridJob:
         from ui.results import write_outputs  # torch-heavy; imported when a grid first runs
 
         events = _Events()
-        total_calls = sum(c.spec.denoiser_calls() for c in self.cells) + sum(
-            r.denoiser_calls() for r in references_to_render(self.reference_specs))
+        specs = [c.spec for c in self.cells] + self.reference_cells
+        total_calls = sum(spec.denoiser_calls() for spec in specs)
         started = time.perf_counter()
         yield self._snapshot(0, total_calls, started, None, "starting…")
         worker = threading.Thread(target=self._work, args=(events,), name="grid-render", daemon=True)
@@ -174,7 +175,7 @@ class GridJob:
 
         try:
             with RENDER_LOCK:
-                final = _render([c.spec for c in self.cells] + references_to_render(self.reference_specs),
+                final = _render([c.spec for c in self.cells] + self.reference_cells,
                                RunOptions(
                     max_batch=self.config.max_batch, on_cell=on_cell, on_progress=on_progress,
                     should_stop=self._stop.is_set, preview_every=self._preview_every()),
@@ -215,7 +216,7 @@ class GridJob:
                 images.append(result.image)
             else:
                 images.append(result.error or "no image")
-        return draw_grid(images, GridLabels.from_spec(self.resolved), self.resolved.shape, self.layout)
+        return draw_grid(images, self.labels, self.resolved.shape, self.layout)
 
 
 @on_gpu  # on a ZeroGPU Space the GPU is attached for this call only

@@ -21,7 +21,7 @@ Decisions:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -152,9 +152,6 @@ class Settings:
             except (TypeError, ValueError) as err:
                 warnings.append(f"link parameter {key}={_first(raw)!r} ignored: {err}")
         return replace(cls(), **changes), warnings
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 _KEYS = {"prompt": "prompt", "negative_prompt": "neg", "model": "model", "samplers": "sampler",
