@@ -40,10 +40,10 @@ from version import __version__
 PNG_KEY = "parameters"
 
 # A1111's infotext keys for sampler options; others are written under their own name.
-_OPTION_KEYS = {"eta": "Eta", "s_noise": "Sigma noise", "s_churn": "Sigma churn",
+OPTION_KEYS = {"eta": "Eta", "s_noise": "Sigma noise", "s_churn": "Sigma churn",
                 "s_tmin": "Sigma tmin", "s_tmax": "Sigma tmax", "rho": "Schedule rho"}
 # A1111 keeps DDIM's eta apart from the ancestral samplers' eta.
-_DDIM_ETA = {"DDIM": "Eta DDIM"}
+DDIM_ETA = {"DDIM": "Eta DDIM"}
 _CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt", ".bin", ".pt", ".pth")
 
 
@@ -83,9 +83,9 @@ def model_label(name: str) -> str:
 
 
 def _option_key(sampler: str, option: str) -> str:
-    if option == "eta" and sampler in _DDIM_ETA:
-        return _DDIM_ETA[sampler]
-    return _OPTION_KEYS.get(option, option)
+    if option == "eta" and sampler in DDIM_ETA:
+        return DDIM_ETA[sampler]
+    return OPTION_KEYS.get(option, option)
 
 
 def cell_fields(cell: CellSpec, model_name: str, model_hash: str = "") -> dict[str, Any]:

@@ -55,8 +55,8 @@ FLOAT_FIELDS = {"CFG scale", "Eta", "Eta DDIM", "Sigma noise", "Sigma churn", "S
                 "Schedule rho", "Schedule max sigma", "Schedule min sigma", "Denoising strength",
                 "Hires upscale", "Variation seed strength"}
 # The writer's names for sampler options, turned around (A1111's names, e.g. "Sigma noise").
-_OPTION_NAMES = {key: option for option, key in infotext._OPTION_KEYS.items()}
-_DDIM_ETA_KEYS = {key: sampler for sampler, key in infotext._DDIM_ETA.items()}
+_OPTION_NAMES = {key: option for option, key in infotext.OPTION_KEYS.items()}
+_DDIM_ETA_KEYS = {key: sampler for sampler, key in infotext.DDIM_ETA.items()}
 _CHARSETS = {b"ASCII\0\0\0": "ascii", b"UNICODE\0": "unicode", b"\0" * 8: "undefined"}
 
 
