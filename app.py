@@ -46,12 +46,12 @@ def config_from(args: argparse.Namespace) -> AppConfig:
 
 
 def create(config: AppConfig):
-    """The app for `config`: (demo, models); the default model starts loading in the background."""
+    """The app for `config`: (demo, models). Nothing here imports torch; call `models.preload()`
+    once the page is served, so the model loads in the background without delaying the page."""
     from ui.models import ModelHolder
     from ui.page import build_demo
 
     models = ModelHolder(config)
-    models.preload()
     demo = build_demo(config, models)
     demo.queue(max_size=config.queue_size if config.public else None,
                default_concurrency_limit=config.concurrency)
@@ -60,12 +60,15 @@ def create(config: AppConfig):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline by default: no telemetry calls
     config = config_from(args)
     from ui.page import launch_kwargs
 
-    demo, _models = create(config)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share,
+    demo, models = create(config)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, prevent_thread_lock=True,
                 allowed_paths=[str(config.out_root)], footer_links=["api", "gradio"], **launch_kwargs())
+    models.preload()  # after the page is up: importing torch and loading take seconds
+    demo.block_thread()
     return 0
 
 

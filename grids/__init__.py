@@ -18,49 +18,42 @@ Public API:
     animate(frames, captions) / axis_frames / trajectory_frames    animated GIF/WebP grids
     diffusers_snippet(cell, model_name, family)   a runnable diffusers script for a cell, or None
     GridFolder / FolderOptions                    a run's output folder (cells, grid, manifest, ...)
+
+Submodules load on first use (PEP 562 module __getattr__), so that importing a
+torch-free part — `grids.limits`, say, from the app's page — does not import
+torch through the rest.
 """
 
-from grids.animation import AnimationError, animate, axis_frames, trajectory_frames
-from grids.axes import (
-    AXES,
-    AxisError,
-    AxisType,
-    SamplerValue,
-    Size,
-    axis_type,
-    canonical_axis,
-    format_value,
-    format_values,
-    label,
-    parse_values,
-    value_to_json,
-)
-from grids.cells import Cell, CellSpec
-from grids.exports import ExportError, encode_image, write_zip
-from grids.outputs import FolderOptions, GridFolder, OutputFolderError
-from grids.reader import InfotextError, parse_parameters, read_parameters, to_cell_settings
-from grids.snippet import NoDiffusersEquivalent, diffusers_snippet, snippet_unavailable_reason
-from grids.spec import (
-    Axis,
-    GridSpec,
-    GridTooLargeError,
-    Limits,
-    SpecError,
-    check_size,
-    expand,
-    grid_megapixels,
-    validate,
-)
+from __future__ import annotations
 
-__all__ = [
-    "AXES", "AxisError", "AxisType", "SamplerValue", "Size", "axis_type", "canonical_axis",
-    "format_value", "format_values", "label", "parse_values", "value_to_json",
-    "Cell", "CellSpec",
-    "Axis", "GridSpec", "GridTooLargeError", "Limits", "SpecError", "check_size", "expand",
-    "grid_megapixels", "validate",
-    "read_parameters", "parse_parameters", "to_cell_settings", "InfotextError",
-    "encode_image", "write_zip", "ExportError",
-    "animate", "axis_frames", "trajectory_frames", "AnimationError",
-    "diffusers_snippet", "snippet_unavailable_reason", "NoDiffusersEquivalent",
-    "GridFolder", "FolderOptions", "OutputFolderError",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "animation": ("AnimationError", "animate", "axis_frames", "trajectory_frames"),
+    "axes": ("AXES", "AxisError", "AxisType", "SamplerValue", "Size", "axis_type", "canonical_axis",
+             "format_value", "format_values", "label", "parse_values", "value_to_json"),
+    "cells": ("Cell", "CellSpec"),
+    "exports": ("ExportError", "encode_image", "write_zip"),
+    "limits": ("GridTooLargeError", "Limits", "SpecError"),
+    "outputs": ("FolderOptions", "GridFolder", "OutputFolderError"),
+    "reader": ("InfotextError", "parse_parameters", "read_parameters", "to_cell_settings"),
+    "snippet": ("NoDiffusersEquivalent", "diffusers_snippet", "snippet_unavailable_reason"),
+    "spec": ("Axis", "GridSpec", "check_size", "expand", "grid_megapixels", "validate"),
+}
+_HOME = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'grids' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"grids.{module}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))

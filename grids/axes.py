@@ -30,12 +30,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import samplers
+from grids.limits import MAX_SEED, MAX_SIDE
 from samplers import schedules
 from samplers.registry import suggest
 
 MAX_AXIS_VALUES = 1000
-MAX_SEED = 2**64 - 1
-MAX_SIDE = 16384
 
 
 class AxisError(ValueError):

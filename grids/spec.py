@@ -30,13 +30,10 @@ import samplers
 from grids import axes
 from grids.axes import MAX_SEED, MAX_SIDE, AxisError, SamplerValue
 from grids.cells import Cell, CellSpec
+from grids.limits import GridTooLargeError, Limits, SpecError  # noqa: F401  (re-exported)
 
 _RANDOM_SEEDS = 4294967294  # A1111's get_fixed_seed: random.randrange(4294967294)
 _POSITIONS = ("x", "y", "z")
-
-
-class SpecError(ValueError):
-    """A grid spec that cannot run: the message says which setting and how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -318,19 +315,6 @@ def _cell(spec: GridSpec, fixed: dict[str, Any], index: tuple[int, int, int], va
 
 
 # ---------------------------------------------------------------- limits
-
-
-class GridTooLargeError(SpecError):
-    """A grid over one of the Limits; the message says what to reduce."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    """How big a grid may be: cells, model rows (see CellSpec.model_calls), output megapixels."""
-
-    max_cells: int = 400
-    max_model_calls: int = 200_000
-    max_megapixels: float = 200.0
 
 
 def check_size(width: int, height: int, multiple: int = 8) -> None:

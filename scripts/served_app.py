@@ -51,6 +51,7 @@ def serve_in_process(config: Any, wait_model_s: float = 120, page_assets: bool =
     from ui.page import launch_kwargs
 
     demo, models = app.create(config)
+    models.preload()
     models.wait(wait_model_s)
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 import app
 from grids.outputs import cell_files, slug
 from grids.spec import Axis, GridSpec
+from pipeline import models as models_module
 from pipeline.models import BUILTIN_DIR, ModelLoadError, load_model
 from ui import handlers
 from ui.config import AppConfig, ModelNotAllowedError
@@ -108,6 +109,7 @@ def test_loading_never_runs_remote_code(sd_path, monkeypatch) -> None:
     monkeypatch.setattr(pipeline_utils, "load_sub_model", sub_model)
     monkeypatch.setattr(pipeline_loading_utils, "get_class_from_dynamic_module",
                         lambda *a, **k: dynamic.append(a) or pytest.fail("remote code was loaded"))
+    models_module._CACHE.clear()  # a model another test left loaded would be returned unread
     load_model(str(sd_path))
     assert len(top) == 1 and len(parts) >= 4 and dynamic == []
     assert not top[0].get("trust_remote_code") and "custom_pipeline" not in top[0]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from urllib.parse import parse_qs
 
 import pytest
@@ -99,6 +102,24 @@ def test_every_sampler_is_in_exactly_one_group_with_a_description() -> None:
     assert "Euler (diffusers)" in groups["diffusers"] and "Heun" in groups["Deterministic"]
     texts = catalogue.descriptions()
     assert texts["Heun"].endswith("(deterministic, 2 model calls per step)")
+
+
+def test_the_menu_file_is_what_the_registry_gives() -> None:
+    # ui/menu.json lets the page be built before torch loads; after adding or renaming a
+    # sampler or schedule, `python -m ui.catalogue` rewrites it
+    assert catalogue.grouped() == catalogue.from_registry()["groups"]
+    assert catalogue.descriptions() == catalogue.from_registry()["descriptions"]
+    assert catalogue.schedule_names() == samplers.schedule_names()
+
+
+def test_building_the_page_does_not_import_torch() -> None:
+    # the page is served before the model (and torch) load: that is what makes it usable in ~2 s
+    code = ("import sys, app; demo, models = app.create(app.config_from(app.build_parser().parse_args([])));"
+            "print(sorted(m for m in ('torch', 'diffusers', 'samplers', 'pipeline') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
 @pytest.mark.parametrize("preset", catalogue.PRESETS, ids=lambda p: p.name)

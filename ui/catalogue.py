@@ -8,36 +8,57 @@ a schedule type, all checked against the registry by the tests.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-
-import samplers
+from functools import cache
+from pathlib import Path
+from typing import Any
 
 GROUPS = ("Deterministic", "Ancestral", "SDE", "diffusers")
 _KIND_GROUP = {"deterministic": "Deterministic", "ancestral": "Ancestral", "sde": "SDE"}
+# The menu as data, written from the registry by `python -m ui.catalogue`; the page reads this
+# file so that it can be built before torch is imported (a test checks it matches the registry).
+MENU_FILE = Path(__file__).with_name("menu.json")
 
 
-def group_of(name: str) -> str:
-    """The menu group a sampler is listed under."""
-    info = samplers.info(name)
-    return "diffusers" if info.family == "diffusers" else _KIND_GROUP[info.kind]
+def from_registry() -> dict[str, Any]:
+    """The menu computed from `samplers` (imports torch): groups, hover texts, schedule types."""
+    import samplers
+
+    groups: dict[str, list[str]] = {g: [] for g in GROUPS}
+    texts = {}
+    for name in samplers.names():
+        info = samplers.info(name)
+        group = "diffusers" if info.family == "diffusers" else _KIND_GROUP[info.kind]
+        groups[group].append(name)
+        cost = "1 model call" if info.calls_per_step == 1 else f"{info.calls_per_step} model calls"
+        texts[name] = f"{info.description} ({info.kind}, {cost} per step)"
+    return {"groups": groups, "descriptions": texts, "schedules": samplers.schedule_names()}
+
+
+@cache
+def _menu() -> dict[str, Any]:
+    return json.loads(MENU_FILE.read_text(encoding="utf-8"))
 
 
 def grouped() -> dict[str, list[str]]:
     """Every registered sampler under its group, in registry order."""
-    out: dict[str, list[str]] = {g: [] for g in GROUPS}
-    for name in samplers.names():
-        out[group_of(name)].append(name)
-    return out
+    return {g: list(names) for g, names in _menu()["groups"].items()}
 
 
 def descriptions() -> dict[str, str]:
-    """Each sampler's one-line description plus its cost, for hover text."""
-    out = {}
-    for name in samplers.names():
-        info = samplers.info(name)
-        cost = "1 model call" if info.calls_per_step == 1 else f"{info.calls_per_step} model calls"
-        out[name] = f"{info.description} ({info.kind}, {cost} per step)"
-    return out
+    """Each sampler's one-line description plus its kind and cost, for hover text."""
+    return dict(_menu()["descriptions"])
+
+
+def schedule_names() -> list[str]:
+    """Schedule types, "Automatic" first, as A1111 lists them."""
+    return list(_menu()["schedules"])
+
+
+def write_menu() -> None:
+    """Rewrite MENU_FILE from the registry (run after adding or renaming a sampler)."""
+    MENU_FILE.write_text(json.dumps(from_registry(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -69,3 +90,8 @@ PRESETS = (
            "The same method from two implementations: near-identical rows mean both are right."),
 )
 PRESET_BY_NAME = {p.name: p for p in PRESETS}
+
+
+if __name__ == "__main__":
+    write_menu()
+    print(f"wrote {MENU_FILE}")

@@ -17,20 +17,22 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
 from ui.catalogue import GROUPS, PRESET_BY_NAME
 from ui.config import AppConfig
 from ui.models import ModelHolder
-from ui.runner import GridJob, Snapshot
 from ui.settings import Settings
+
+if TYPE_CHECKING:  # ui.runner imports torch; the page is built before torch loads
+    from ui.runner import GridJob, Snapshot
 
 log = logging.getLogger(__name__)
 MAX_RUNS = 16
 RUNS: OrderedDict[str, Any] = OrderedDict()  # run id -> ui.results.RunOutputs
-JOBS: dict[str, GridJob] = {}  # browser session -> its running job (for Stop)
+JOBS: dict[str, Any] = {}  # browser session -> its running job (for Stop)
 _LOCK = threading.Lock()
 
 # Settings fields in the order the page passes its controls; "samplers" comes
@@ -110,6 +112,8 @@ def progress_html(snap: Snapshot | None, message: str = "") -> str:
 
 def start_job(settings: Settings, config: AppConfig, models: ModelHolder) -> tuple[GridJob, Settings]:
     """Check the settings and build the job; a random seed is fixed first so links reproduce."""
+    from ui.runner import GridJob
+
     if settings.seed == -1:
         settings = replace(settings, seed=random_seed())
     try:
@@ -168,6 +172,7 @@ def run_of(run_id: str | None) -> Any:
 def render_spec(spec_json: str, config: AppConfig, models: ModelHolder) -> tuple[str, dict]:
     """The API: a grid from its spec JSON (the CLI's format) -> (grid PNG path, manifest)."""
     from grids.spec import GridSpec
+    from ui.runner import GridJob
 
     try:
         job = GridJob(GridSpec.from_json(spec_json or ""), config, models)

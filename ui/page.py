@@ -12,10 +12,9 @@ from typing import Any
 
 import gradio as gr
 
-from samplers.schedules import SCHEDULES
 from ui import handlers as h
 from ui.about import ABOUT_SAMPLERS, INTRO
-from ui.catalogue import GROUPS, PRESETS, descriptions, grouped
+from ui.catalogue import GROUPS, PRESETS, descriptions, grouped, schedule_names
 from ui.config import MAX_PROMPT_CHARS, AppConfig
 from ui.models import ModelHolder
 from ui.settings import AXIS_CHOICES, NO_AXIS, Settings
@@ -107,7 +106,7 @@ def _controls(config: AppConfig, d: Settings, groups: dict[str, list[str]]) -> d
                                 scale=3, elem_id="sg-steps")
         c["quick_steps"] = gr.Dropdown(list(QUICK_STEPS), value=None, label="Quick choice", scale=2)
     with gr.Row():
-        c["schedule"] = gr.Dropdown(list(SCHEDULES), value=d.schedule, label="Schedule type", scale=2)
+        c["schedule"] = gr.Dropdown(schedule_names(), value=d.schedule, label="Schedule type", scale=2)
         c["cfg"] = gr.Slider(0, 20, d.cfg, step=0.5, label="CFG scale", scale=3, elem_id="sg-cfg")
     with gr.Row(equal_height=True):
         c["seed"] = gr.Number(d.seed, label="Seed (-1 = random)", precision=0, minimum=-1, scale=4,

@@ -22,11 +22,13 @@ Decisions:
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from grids import axes
-from grids.spec import Axis, GridSpec, SpecError
+from grids.limits import MAX_SEED, SpecError
+
+if TYPE_CHECKING:
+    from grids.spec import Axis, GridSpec
 
 NO_AXIS = "Nothing"
 # The axes a user can pick, by A1111's labels, in the order the menus list them.
@@ -65,6 +67,9 @@ class Settings:
 
     def to_spec(self) -> GridSpec:
         """The grid these controls describe; raises SpecError naming the control to fix."""
+        from grids import axes  # imports torch (through samplers): not needed to build the page
+        from grids.spec import GridSpec
+
         positions = self._axes()
         on_axis = {axes.canonical_axis(label) for label, _ in positions.values() if label}
         chosen = self._samplers()
@@ -93,6 +98,8 @@ class Settings:
     def _steps(self) -> list[int]:
         if not self.steps.strip():
             raise SpecError("type at least one step count, e.g. 5, 10, 20, 40")
+        from grids import axes
+
         try:
             return axes.parse_values("steps", self.steps)
         except axes.AxisError as err:
@@ -101,6 +108,9 @@ class Settings:
     def _axis(self, pos: str, label: str | None, text: str) -> Axis | None:
         if label is None:
             return None
+        from grids import axes
+        from grids.spec import Axis
+
         try:
             name = axes.canonical_axis(label)
         except axes.AxisError as err:
@@ -197,8 +207,8 @@ def _convert(name: str, raw: Any) -> Any:
         return side
     if name == "seed":
         seed = _number(value, int)
-        if not -1 <= seed <= axes.MAX_SEED:
-            raise ValueError(f"must be -1 or from 0 to {axes.MAX_SEED}")
+        if not -1 <= seed <= MAX_SEED:
+            raise ValueError(f"must be -1 or from 0 to {MAX_SEED}")
         return seed
     if name in ("vary_seeds", "accurate_reference", "overlay"):
         return value.lower() in ("1", "true", "yes", "on")
