@@ -32,8 +32,15 @@ estimate (higher orders have no finite limit there: their differences in
 lambda blow up at lambda = +inf).
 
 Schedule: AUTOMATIC1111 runs UniPC on its own timesteps, uniform in the
-training time; of our schedule types "Normal" (uniform in training time
-between sigma_max and sigma_min, then 0) is the closest, so it is the default.
+training time from T to ~0, and diffusers' UniPCMultistepScheduler on
+t = linspace(999, 0, n + 1)[:-1] then sigma 0. "Normal" (uniform in training
+time between sigma_max and sigma_min, then 0) is the default type, and UniPC
+discards the penultimate sigma on every type, as ComfyUI does: n + 1 sigmas
+are computed and sigma_min dropped, which gives diffusers' spacing exactly.
+Without the discard the last real step, from t ~ 1000/n down to sigma_min, is
+longer in lambda than all the others together, and the multistep extrapolation
+over it breaks down at few steps: on the analytic Gaussian at 5 steps the
+error was 4.26 with it and is 0.45 without it (diffusers' UniPC: 0.50).
 """
 
 from __future__ import annotations
@@ -119,7 +126,7 @@ def unipc_step(x: Tensor, lams: list[float], models: list[Tensor], lam_t: float,
 
 
 @register(
-    "UniPC", kind="deterministic", calls_per_step=1, default_schedule="Normal",
+    "UniPC", kind="deterministic", calls_per_step=1, default_schedule="Normal", discard_penultimate=True,
     description="Unified predictor-corrector multistep solver (up to 3rd order): every model "
                 "call also corrects the step before it at no extra cost. Strong at 10-20 steps.",
 )
