@@ -28,6 +28,10 @@ CSS = """
 .sg-progress progress { flex: 0 0 35%; height: 1em; accent-color: var(--color-accent); }
 .sg-progress-text { font-variant-numeric: tabular-nums; }
 #sg-grid img { image-rendering: pixelated; }
+/* the grid starts below the label and the download/fullscreen buttons, which would cover the
+   last column's label */
+#sg-grid .image-container { padding-top: 2.4rem; }
+#sg-grid .image-container > .icon-button-wrapper { top: 0; }
 #sg-status { font-size: .9em; opacity: .85; }
 """
 
@@ -161,8 +165,9 @@ def _results() -> dict[str, Any]:
                     False, label="Next grid: measure against a high-accuracy reference",
                     info="DPM++ 2M Karras at 200 steps, one extra image per seed and prompt. Without it, "
                          "each row is measured against its own last cell.")
-            r["chart"] = gr.LinePlot(x="x", y="distance", color="series", height=420, x_title="steps",
-                                     y_title="distance to the row's reference",
+            # no fixed height: Gradio's height clips the legend (the sampler names) off the bottom
+            r["chart"] = gr.LinePlot(x="x", y="distance", color="series", color_title="sampler",
+                                     x_title="steps", y_title="distance to the row's reference",
                                      label="Convergence: lower is closer to the row's reference")
         with gr.Tab("Trajectory"):
             r["traj"] = gr.Slider(0, 1, 1, step=0.05, label="Fraction of denoising",
