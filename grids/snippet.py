@@ -76,11 +76,14 @@ def _adapter_cell(info: samplers.SamplerInfo, schedule: str, cell: CellSpec) -> 
                                     "it starts from the model's scheduler config")
     options.pop("scheduler_config", None)
     try:
-        flags = diffusers_adapter.schedule_overrides(schedule)
+        flags = diffusers_adapter.schedule_overrides(schedule, info.name)
     except ValueError as err:
         raise NoDiffusersEquivalent(str(err)) from err
     fn = info.fn.keywords
     class_name, preset = fn["_class_name"], fn["_preset"]
+    # every sigma flag is explicit in `flags`; the False ones the preset did not set are
+    # diffusers' defaults anyway, so the script leaves them out
+    flags = {k: v for k, v in flags.items() if v is not False or k in preset}
     config = {**preset, **flags, **options}
     if "noise_sampler_seed" in _init_keys(class_name):
         config["noise_sampler_seed"] = cell.seed  # the adapter seeds the Brownian tree so too
@@ -98,6 +101,10 @@ def _native_cell(info: samplers.SamplerInfo, schedule: str, cell: CellSpec) -> S
         raise NoDiffusersEquivalent(
             f"diffusers schedulers cannot follow the {ran!r} schedule; they can follow: "
             f"{', '.join(diffusers_adapter.SCHEDULE_FLAGS)}")
+    ignored = sorted(set(flags) - _init_keys(class_name))
+    if ignored:  # from_config would drop them without a word and run another schedule
+        raise NoDiffusersEquivalent(f"diffusers' {class_name} has no setting for the {ran!r} schedule "
+                                    f"({', '.join(ignored)})")
     config = {k: v for k, v in preset.items() if k not in _SCHEDULE_KEYS}
     config.update(flags)
     call_options = {}

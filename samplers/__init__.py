@@ -60,6 +60,8 @@ _A1111_ORDER = [
 ]
 
 train_sigmas = schedules.train_sigmas
+# Keyword options of a schedule type (schedules.compute), as samplers.sigmas takes them.
+SCHEDULE_OPTIONS = ("sigma_min", "sigma_max", "rho", "alpha", "beta", "family")
 diffusers_adapter.register_equivalents()
 
 
@@ -98,7 +100,13 @@ def resolve(name: str) -> tuple[SamplerInfo, str | None]:
             base = by_lower.get(name[: -len(suffix)].strip().lower())
             if base is not None:
                 return base, schedule
-    raise UnknownSamplerError(suggest(name, names(), "sampler"))
+    raise UnknownSamplerError(suggest(name, names(), "sampler", also=_combined_names()))
+
+
+def _combined_names() -> list[str]:
+    """"<sampler> <schedule type>" for the native samplers: the combined names resolve() accepts."""
+    return [f"{n} {s}" for n, i in registered().items() if i.family != "diffusers" and i.uses_schedule
+            for s in schedules.SCHEDULES if s != "Automatic"]
 
 
 def info(name: str) -> SamplerInfo:
@@ -125,6 +133,10 @@ def sigmas(
     scheduler's own sigmas. `opts` are schedule options: sigma_min,
     sigma_max, rho, alpha, beta, family ("SD1.5"/"SDXL" for Align Your Steps).
     """
+    unknown = sorted(set(opts) - set(SCHEDULE_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown schedule option(s) {', '.join(unknown)}; the options are: "
+                         f"{', '.join(SCHEDULE_OPTIONS)}, discard_penultimate, sampler, sampler_options")
     schedule = schedules.canonical(schedule)
     sampler_info = None
     if sampler is not None:
@@ -132,7 +144,12 @@ def sigmas(
         if schedule == "Automatic" and implied is not None:
             schedule = implied
     if sampler_info is not None and sampler_info.family == "diffusers":
-        flags = {**diffusers_adapter.schedule_overrides(schedule), **(sampler_options or {})}
+        if opts or discard_penultimate:
+            given = ", ".join([*opts, *(["discard_penultimate"] if discard_penultimate else [])])
+            raise ValueError(f"{sampler_info.name} runs its diffusers scheduler's own sigmas; the schedule "
+                             f"option(s) {given} do not apply (use the scheduler's config options)")
+        flags = {**diffusers_adapter.schedule_overrides(schedule, sampler_info.name),
+                 **(sampler_options or {})}
         return diffusers_adapter.scheduler_sigmas(sampler_info.name, steps, train_sigmas, **flags)
     if schedule == "Automatic":
         if sampler_info is None:

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from samplers.noise import CellNoise
 from samplers.registry import SamplerInfo, SamplerOptionError, UnknownSamplerError, add_info, suggest
+from samplers.schedules import canonical
 
 PREFIX = "diffusers:"
 
@@ -56,7 +57,10 @@ _TWO_CALLS = {"HeunDiscreteScheduler", "KDPM2DiscreteScheduler",
 # Set by the adapter itself: we always hand the scheduler epsilon.
 _FIXED = {"prediction_type", "trained_betas"}
 
-# Schedule types a diffusers scheduler can follow, as config flags.
+# Schedule types a diffusers scheduler can follow, as config flags: the flag that defines each.
+# A scheduler is configured with `schedule_overrides(schedule, sampler)`, which also sets the
+# other sigma flags the class knows explicitly (so a preset's use_karras_sigmas=True cannot
+# leak into another type) and refuses a type the class has no setting for.
 SCHEDULE_FLAGS: dict[str, dict[str, Any]] = {
     "Karras": {"use_karras_sigmas": True},
     "Exponential": {"use_exponential_sigmas": True},
@@ -65,6 +69,10 @@ SCHEDULE_FLAGS: dict[str, dict[str, Any]] = {
     "Uniform": {"timestep_spacing": "linspace"},
     "DDIM": {"timestep_spacing": "leading"},
 }
+# The config flags that pick a scheduler's sigmas; diffusers refuses more than one set to True.
+SIGMA_FLAGS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_flow_sigmas")
+# Config keys a class takes but never reads (LCM and TCD lay out their own timesteps).
+_INERT_KEYS = {"LCMScheduler": {"timestep_spacing"}, "TCDScheduler": {"timestep_spacing"}}
 
 # (A1111 name, class, preset overrides, description)
 EQUIVALENTS: list[tuple[str, str, dict[str, Any], str]] = [
@@ -167,12 +175,19 @@ def run_scheduler(x: Tensor, sigmas: Tensor, noise: CellNoise, *, _class_name: s
     pipeline decodes).
     """
     scheduler = _build(_class_name, _preset, overrides, scheduler_config, seed=noise.seed)
-    steps = len(sigmas) - 1
-    scheduler.set_timesteps(steps, device=x.device)
+    scheduler.set_timesteps(len(sigmas) - 1, device=x.device)
+    if _final_step_is_noop(scheduler):
+        # n steps whose last is a skipped no-op give n sigmas, not n + 1 (own_sigmas)
+        scheduler.set_timesteps(len(sigmas), device=x.device)
+        if not _final_step_is_noop(scheduler):
+            scheduler.set_timesteps(len(sigmas) - 1, device=x.device)  # _check_matches says why
     _check_matches(_class_name, scheduler, sigmas)
     sample = x / sigmas[0].to(x.dtype) * scheduler.init_noise_sigma
     kwargs = _step_kwargs(scheduler, noise.generator)
-    for i, t in enumerate(scheduler.timesteps):
+    timesteps = scheduler.timesteps
+    if _final_step_is_noop(scheduler):
+        timesteps = timesteps[:-1]  # diffusers would call the model there and keep the latent as it is
+    for i, t in enumerate(timesteps):
         sigma, exploding = _model_sigma(scheduler, t, i)
         x_ve = sample if exploding else sample * (1 + sigma**2) ** 0.5
         denoised = yield x_ve, sigma, t
@@ -181,8 +196,36 @@ def run_scheduler(x: Tensor, sigmas: Tensor, noise: CellNoise, *, _class_name: s
     return sample
 
 
+def _final_step_is_noop(scheduler) -> bool:
+    """Whether the scheduler's last step leaves the latent where it is.
+
+    DDIM and PNDM (PLMS) step from timestep t to alphas_cumprod at t - N // n, or to
+    final_alpha_cumprod below 0, which is alphas_cumprod[0] when set_alpha_to_one is False
+    (SD's config). A spacing whose last timestep is 0 ("linspace", i.e. Uniform) so ends with
+    a step from alpha_bar_0 to alpha_bar_0: diffusers calls the model there, and the update,
+    x_prev = sqrt(a') x0 + sqrt(1 - a') eps with a' = a, gives back the latent it was given
+    (DDIM with any eta: its variance (1 - a')/(1 - a) (1 - a/a') is 0 too; PLMS's
+    (a' - a) coefficient is 0). The adapter skips that call: the same result, one model call
+    fewer, and a strictly descending sigma list. With clip_sample or thresholding the step
+    would move x0, so it is not skipped (own_sigmas refuses such a run).
+    """
+    if getattr(scheduler, "sigmas", None) is not None or not hasattr(scheduler, "final_alpha_cumprod"):
+        return False
+    t_last = int(scheduler.timesteps[-1])
+    return float(scheduler.alphas_cumprod[t_last]) == float(scheduler.final_alpha_cumprod)
+
+
+def _final_step_moves_x0(scheduler) -> bool:
+    config = scheduler.config
+    return bool(config.get("clip_sample", False) or config.get("thresholding", False))
+
+
 def own_sigmas(scheduler) -> Tensor:
-    """A set-up scheduler's per-step sigmas (n + 1 values, descending, ending in its last)."""
+    """A set-up scheduler's per-step sigmas (descending, ending in its last).
+
+    n + 1 values for n steps, except for DDIM and PLMS on a spacing that ends at timestep 0:
+    their last step is a no-op the adapter skips (`_final_step_is_noop`), so n values.
+    """
     own = getattr(scheduler, "sigmas", None)
     if own is not None:
         return torch.unique_consecutive(own.double().cpu())
@@ -192,6 +235,14 @@ def own_sigmas(scheduler) -> Tensor:
     # set_alpha_to_one), not at sigma 0; DDPM-like ones end at the data.
     final = float(getattr(scheduler, "final_alpha_cumprod", 1.0))
     last = torch.tensor([((1 - final) / final) ** 0.5], dtype=torch.float64)
+    if _final_step_is_noop(scheduler):
+        if _final_step_moves_x0(scheduler):
+            raise ValueError(
+                f"{type(scheduler).__name__} ends this spacing with a step at timestep 0 that stays at "
+                "its final noise level, which clip_sample/thresholding turn into an extra projection "
+                "the sigma schedule cannot show; use the SGM Uniform or DDIM schedule type, or "
+                "clip_sample=False and thresholding=False")
+        return torch.cat([((1 - abar[ts[:-1]]) / abar[ts[:-1]]).sqrt(), last])
     return torch.cat([((1 - abar[ts]) / abar[ts]).sqrt(), last])
 
 
@@ -217,15 +268,51 @@ def scheduler_sigmas(name: str, steps: int, train_sigmas: Tensor | None = None,
     return own_sigmas(scheduler)
 
 
-def schedule_overrides(schedule: str) -> dict[str, Any]:
-    """Config flags that make a diffusers scheduler follow an A1111 schedule type."""
+def _followable(class_name: str, keys: Mapping[str, Any]) -> list[str]:
+    """The schedule types (besides Automatic) a scheduler class has a working setting for."""
+    inert = _INERT_KEYS.get(class_name, set())
+    return [schedule for schedule, flags in SCHEDULE_FLAGS.items()
+            if all(key in keys and key not in inert for key in flags)]
+
+
+def schedule_overrides(schedule: str, sampler: str | None = None) -> dict[str, Any]:
+    """Config flags that make a diffusers scheduler follow an A1111 schedule type.
+
+    Without `sampler`: the one flag that defines the type (SCHEDULE_FLAGS). With a
+    diffusers sampler name ("DPM++ 2M (diffusers)", "diffusers:<Class>"): every sigma flag
+    its class knows, set explicitly (use_karras_sigmas / use_exponential_sigmas /
+    use_beta_sigmas / use_flow_sigmas True or False) plus timestep_spacing for the types that
+    are a spacing, so a preset's flags are only the "Automatic" default and never leak into
+    another type. A type the class has no setting for (diffusers' from_config would drop
+    the flag silently and run its own sigmas) raises ValueError naming the sampler, the type
+    and what works instead.
+    """
+    schedule = canonical(schedule)
     if schedule == "Automatic":
         return {}
-    if schedule not in SCHEDULE_FLAGS:
+    if sampler is None:
+        if schedule not in SCHEDULE_FLAGS:
+            raise ValueError(
+                f"diffusers schedulers cannot follow the {schedule!r} schedule; they can follow: "
+                f"Automatic, {', '.join(SCHEDULE_FLAGS)}")
+        return dict(SCHEDULE_FLAGS[schedule])
+    class_name = info_for(sampler).fn.keywords["_class_name"]
+    keys = _config_keys(_scheduler_class(class_name))
+    followable = _followable(class_name, keys)
+    if schedule not in followable:
+        if schedule in SCHEDULE_FLAGS:
+            flags = ", ".join(f"{k}={v!r}" for k, v in SCHEDULE_FLAGS[schedule].items())
+            why = f"diffusers' {class_name} has no working {flags} setting"
+        else:
+            why = "no diffusers scheduler has a setting for it"
+        native = next((a for a, c, *_ in EQUIVALENTS if sampler == f"{a} (diffusers)"), None)
+        instead = f"; or run the native {native!r} on {schedule}" if native else ""
         raise ValueError(
-            f"diffusers schedulers cannot follow the {schedule!r} schedule; they can follow: "
-            f"Automatic, {', '.join(SCHEDULE_FLAGS)}")
-    return dict(SCHEDULE_FLAGS[schedule])
+            f"{sampler} cannot follow the {schedule!r} schedule: {why}. It can follow: "
+            f"{', '.join(['Automatic', *followable])}{instead}.")
+    out: dict[str, Any] = {flag: False for flag in SIGMA_FLAGS if flag in keys}
+    out.update(SCHEDULE_FLAGS[schedule])
+    return out
 
 
 class _SchedulerOptions(Mapping):

@@ -104,9 +104,13 @@ def registered() -> dict[str, SamplerInfo]:
     return dict(_REGISTRY)
 
 
-def suggest(name: str, choices: list[str], what: str) -> str:
-    """An error message for an unknown name, with the closest known names."""
-    lowered = {c.lower(): c for c in choices}
+def suggest(name: str, choices: list[str], what: str, also: list[str] | None = None) -> str:
+    """An error message for an unknown name, with the closest known names.
+
+    `also` are further names worth suggesting (e.g. combined "DPM++ 2M Karras" names) that the
+    message does not list when nothing is close.
+    """
+    lowered = {c.lower(): c for c in [*choices, *(also or [])]}
     close = difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.5)
     if close:
         return f"unknown {what} {name!r} — did you mean {' or '.join(repr(lowered[c]) for c in close)}?"

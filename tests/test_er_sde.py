@@ -81,7 +81,7 @@ def run(sigmas: torch.Tensor, noise: CellNoise, x0: torch.Tensor, **options) -> 
 def test_registered_as_an_sde_sampler():
     info = samplers.info("ER-SDE")
     assert (info.kind, info.calls_per_step, info.default_schedule) == ("sde", 1, "Karras")
-    assert info.options == {"s_noise": 1.0, "max_stage": 3}
+    assert info.options == {"eta": 1.0, "s_noise": 1.0, "max_stage": 3}
     assert 20 <= len(info.description) <= 300 and info.description.endswith(".")
 
 
@@ -213,8 +213,96 @@ def test_float32_matches_float64():
 @pytest.mark.parametrize("options, what", [
     ({"s_noise": -0.1}, "s_noise"), ({"s_noise": float("nan")}, "s_noise"), ({"s_noise": "1"}, "s_noise"),
     ({"max_stage": 0}, "max_stage"), ({"max_stage": 4}, "max_stage"), ({"max_stage": 2.5}, "max_stage"),
-    ({"eta": 1.0}, "eta"),
+    ({"eta": -0.5}, "eta"), ({"eta": float("inf")}, "eta"), ({"eta": "0"}, "eta"),
 ])
 def test_rejects_bad_options(options, what):
     with pytest.raises(SamplerOptionError, match=what):
         samplers.sample("ER-SDE", GAUSS.denoiser, start((4, 2), SIGMA_MAX), karras_sigmas(4), **options)
+
+
+# --- eta: the noise-scale function blended toward phi(sigma) = sigma ------------------------
+
+# Results of the sampler before it took eta (float.hex, recorded from the previous code):
+# x0 = start((3, 2), 14.6, seed=11) on karras_sigmas(7) with seed 5, default options, and with
+# max_stage=2, s_noise=0.5.
+BEFORE_ETA = {
+    (): ["0x1.7d4462e78e064p+0", "0x1.99b12b6b41846p+0", "-0x1.aface62680c10p-5",
+         "0x1.4ab09d036f9e8p-5", "0x1.b25124bb035dap-3", "0x1.4dbb9ad9a549cp+0"],
+    (("max_stage", 2), ("s_noise", 0.5)): [
+        "0x1.27552073ca55cp+0", "0x1.7dbbd78eecc02p+0", "0x1.c6a0fc7cd4ad0p-5",
+        "-0x1.49c2240f6ed30p-5", "0x1.d7b9a0f42800ap-3", "0x1.a7099a324c64bp-1"],
+}
+
+
+@pytest.mark.parametrize("options", list(BEFORE_ETA))
+@pytest.mark.parametrize("eta", [None, 1.0, 1])
+def test_eta_one_is_the_previous_sampler_bit_for_bit(options, eta):
+    extra = {} if eta is None else {"eta": eta}
+    got = samplers.sample("ER-SDE", GAUSS.denoiser, start((3, 2), SIGMA_MAX, seed=11), karras_sigmas(7),
+                          seed=5, **dict(options), **extra)
+    assert [float(v).hex() for v in got.flatten()] == BEFORE_ETA[options]
+
+
+def test_eta_zero_noise_scale_is_sigma_and_its_integrals_are_logs():
+    assert noise_scale(2.5, 0.0) == 2.5
+    assert noise_scale(2.5, 1.0) == noise_scale(2.5)
+    s1, s2 = stage_integrals(3.0, 1.5, 0.0)
+    assert s1 == pytest.approx(math.log(2.0), rel=1e-13)
+    assert s2 == pytest.approx(1.5 - 3.0 * math.log(2.0), rel=1e-12)  # int (s - 3)/s ds over [1.5, 3]
+    half = quad(lambda s: 1 / noise_scale(s, 0.5), 1.5, 3.0, epsrel=1e-13)[0]
+    assert stage_integrals(3.0, 1.5, 0.5)[0] == pytest.approx(half, rel=1e-11)
+
+
+def test_eta_zero_converges_to_the_probability_flow_ode_at_second_order():
+    # errors against the exact PF-ODE solution at SIGMA_END: measured 3.8e-2, 6.4e-3, 1.3e-3, 2.9e-4
+    # at 8/16/32/64 steps, fitted order 2.34 (stage 3; its backward differences keep it second order)
+    x0 = start((256, 2), SIGMA_MAX, seed=1)
+    exact = GAUSS.exact(x0, SIGMA_MAX, SIGMA_END)
+    steps = (8, 16, 32, 64)
+    errors = [rms(samplers.sample("ER-SDE", GAUSS.denoiser, x0, karras_steps(n), seed=3, eta=0.0), exact)
+              for n in steps]
+    log_n = [math.log(n) for n in steps]
+    log_e = [math.log(e) for e in errors]
+    mean_n, mean_e = sum(log_n) / len(log_n), sum(log_e) / len(log_e)
+    order = -sum((a - mean_n) * (b - mean_e) for a, b in zip(log_n, log_e, strict=True)) \
+        / sum((a - mean_n) ** 2 for a in log_n)
+    assert order >= 2.0, (order, errors)
+    assert errors[-1] < 1e-3
+    # the full run to sigma 0 lands on the ODE's answer too (1.5e-3 at 40 steps)
+    to_zero = samplers.sample("ER-SDE", GAUSS.denoiser, x0, karras_sigmas(40), eta=0.0)
+    assert rms(to_zero, GAUSS.exact(x0, SIGMA_MAX, 0.0)) < 5e-3
+
+
+def test_eta_zero_first_step_is_ddim():
+    sig = karras_steps(1)
+    s, s_next = float(sig[0]), float(sig[1])
+    x0 = start((64, 2), SIGMA_MAX, seed=2)
+    d = GAUSS.denoiser(x0, torch.full((64,), s, dtype=torch.float64))
+    got = samplers.sample("ER-SDE", GAUSS.denoiser, x0, sig, seed=4, eta=0.0)
+    assert rms(got, s_next / s * x0 + (1 - s_next / s) * d) < 1e-15
+
+
+def test_eta_zero_draws_no_noise_and_ignores_the_seed():
+    sig = karras_sigmas(10)
+    x0 = start((64, 2), SIGMA_MAX, seed=3)
+    noise = CountingNoise(1, *sigma_range(sig))
+    a, _ = run(sig, noise, x0, eta=0.0)
+    assert noise.gaussians == noise.brownians == 0
+    assert torch.equal(a, samplers.sample("ER-SDE", GAUSS.denoiser, x0, sig, seed=2, eta=0.0))
+
+
+def test_eta_scales_the_noise_between_the_ode_and_the_default():
+    sig = karras_sigmas(20)
+    x0 = start((256, 2), SIGMA_MAX, seed=1)
+    ode = samplers.sample("ER-SDE", GAUSS.denoiser, x0, sig, eta=0.0)
+    dist = [rms(samplers.sample("ER-SDE", GAUSS.denoiser, x0, sig, seed=3, eta=eta), ode)
+            for eta in (0.25, 0.5, 1.0)]
+    assert 0 < dist[0] < dist[1] < dist[2]
+
+
+def test_eta_reaches_the_sampler_from_a_grid_cell():
+    # a grid passes its eta to every sampler whose options name it (grids.spec), as for DDIM or Euler a
+    from grids.spec import GridSpec, expand
+
+    cells = expand(GridSpec(sampler="ER-SDE", seed=1, eta=0.0, s_noise=1.0))
+    assert dict(cells[0].spec.sampler_options) == {"eta": 0.0, "s_noise": 1.0}

@@ -56,8 +56,8 @@ def test_kinds_and_costs_users_know():
 
 def test_default_schedules_match_a1111():
     expect = {"DPM++ 2M": "Karras", "DPM++ SDE": "Karras", "DPM++ 2M SDE": "Exponential",
-              "DPM++ 3M SDE": "Exponential", "Euler a": "Uniform", "Euler": "Uniform",
-              "LMS": "Uniform", "Heun": "Uniform", "DPM2": "Karras", "DPM2 a": "Karras",
+              "DPM++ 2M SDE Heun": "Exponential", "DPM++ 3M SDE": "Exponential", "Euler a": "Uniform",
+              "Euler": "Uniform", "LMS": "Uniform", "Heun": "Uniform", "DPM2": "Karras", "DPM2 a": "Karras",
               "DPM++ 2S a": "Karras"}
     for name, schedule in expect.items():
         assert samplers.info(name).default_schedule == schedule, name
@@ -95,6 +95,14 @@ def test_automatic_uses_default_and_discards_penultimate():
                                        ("hune", "Heun")])
 def test_unknown_sampler_suggests_closest(typo, hint):
     with pytest.raises(samplers.UnknownSamplerError, match=f"did you mean.*'{re.escape(hint)}'"):
+        samplers.info(typo)
+
+
+@pytest.mark.parametrize("typo,hint", [("DPM++ 2M Karas", "DPM++ 2M Karras"),
+                                       ("Euler a Exponental", "Euler a Exponential"),
+                                       ("DPM2 a Karas", "DPM2 a Karras")])
+def test_combined_name_typo_suggests_the_combined_name_first(typo, hint):
+    with pytest.raises(samplers.UnknownSamplerError, match=f"did you mean '{re.escape(hint)}'"):
         samplers.info(typo)
 
 

@@ -325,3 +325,24 @@ def test_other_refusals():
         S.compute("DDIM", 10, small)
     assert len(S.compute("DDIM", 999, TRAIN)) == 1000
     assert len(S.compute("Simple", 1000, TRAIN)) == 1001
+
+
+def test_unknown_schedule_option_is_a_value_error_listing_the_options():
+    import inspect
+
+    import samplers
+
+    with pytest.raises(ValueError, match="unknown schedule option.*foo.*sigma_min, sigma_max, rho, alpha, "
+                                         "beta, family"):
+        samplers.sigmas("Karras", 10, TRAIN, foo=1)
+    # the listed options are exactly what schedules.compute takes
+    takes = [p.name for p in inspect.signature(S.compute).parameters.values()
+             if p.kind is p.KEYWORD_ONLY and p.name != "discard_penultimate"]
+    assert list(samplers.SCHEDULE_OPTIONS) == takes
+
+
+def test_schedule_options_do_not_apply_to_diffusers_samplers():
+    import samplers
+
+    with pytest.raises(ValueError, match="own sigmas.*rho"):
+        samplers.sigmas("Karras", 10, TRAIN, sampler="Euler (diffusers)", rho=5)

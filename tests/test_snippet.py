@@ -57,7 +57,7 @@ def test_every_sampler_compiles_or_says_why_not(name):
     ("DDIM", "Automatic", "DDIMScheduler", {"timestep_spacing": "leading"}),
     ("Euler (diffusers)", "Automatic", "EulerDiscreteScheduler", {}),
     ("DPM++ 2M (diffusers)", "Beta", "DPMSolverMultistepScheduler",
-     {"use_karras_sigmas": True, "use_beta_sigmas": True}),  # the preset, then the schedule's flag
+     {"use_karras_sigmas": False, "use_beta_sigmas": True}),  # the schedule's flag replaces the preset's
     ("DPM++ SDE (diffusers)", "Automatic", "DPMSolverSDEScheduler",
      {"use_karras_sigmas": True, "noise_sampler_seed": 123}),  # seeded as the adapter seeds it
 ])
@@ -67,6 +67,16 @@ def test_scheduler_and_flags(sampler, schedule, scheduler, flags):
     assert call_keywords(script, "from_config") == flags
     same = diffusers_scheduler(cell(sampler=sampler, schedule=schedule)).same_image
     assert same == ("diffusers" in sampler)
+
+
+@pytest.mark.parametrize("sampler,schedule", [("Euler a", "Karras"), ("Euler a", "Exponential"),
+                                              ("DDIM", "Karras"), ("PLMS", "Beta")])
+def test_schedules_a_scheduler_would_silently_ignore_give_no_script(sampler, schedule):
+    # EulerAncestralDiscreteScheduler, DDIM and PNDM have no sigma flags: from_config would drop
+    # use_karras_sigmas and render another image than the one the script claims to reproduce
+    reason = snippet_unavailable_reason(cell(sampler=sampler, schedule=schedule))
+    assert reason is not None and "has no setting for the" in reason
+    assert diffusers_snippet(cell(sampler=sampler, schedule=schedule), "m") is None
 
 
 def test_options_diffusers_can_take_and_cannot():
