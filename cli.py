@@ -22,7 +22,8 @@ through grids.outputs.GridFolder:
 
 Every file is written under a temporary name and renamed, so none is ever half-written.
 Exit codes: 0 every cell rendered; 1 some cells failed (the grid shows placeholders); 2 bad
-input (spec, axis values, model, limits), reported as one "error: ..." line on stderr.
+input (spec, axis values, model, limits) or out of memory even one image at a time, reported as
+one "error: ..." line on stderr (cells finished before are kept in DIR; a run again resumes).
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ EXAMPLES = """examples:
   python cli.py grid --spec out/g/spec.json --out out/again      # the same images again
   python cli.py grid --out out/g --formats png,webp --animation --zip
 """
+
+
+OUT_OF_MEMORY = ("ran out of memory even one image at a time — use a smaller size (--width/--height) or "
+                 "--dtype float16; the cells finished so far are kept in --out and a run again resumes")
 
 
 class UsageError(ValueError):
@@ -295,12 +300,16 @@ def _fail(err: object) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 ok, 1 some cells failed, 2 bad input)."""
     args = build_parser().parse_args(argv)
+    import torch
+
     from pipeline.model_sources import ModelLoadError
 
     try:
         return run_grid(args)
     except (UsageError, grids.SpecError, grids.AxisError, ModelLoadError, OutputFolderError) as err:
         return _fail(err)
+    except torch.OutOfMemoryError:  # the engine already halved the batch down to one image
+        return _fail(OUT_OF_MEMORY)
     except OSError as err:  # an output folder we cannot write to, a full disk
         return _fail(f"{err.strerror or err}: {err.filename}" if err.filename else err)
     except KeyboardInterrupt:

@@ -14,6 +14,13 @@ from pipeline.denoiser import Row
 from samplers.protocol import step_of
 
 
+def estimate_calls(spec: Any) -> int:
+    """Denoiser calls a cell will make (grids.CellSpec.denoiser_calls); samplers that choose their
+    own steps (DPM adaptive) or add some (Restart at >= 20 steps) are settled when the cell
+    finishes (Progress.settle)."""
+    return spec.denoiser_calls()
+
+
 @dataclass
 class CellResult:
     """What a finished (or failed, or stopped) cell delivers.
@@ -22,7 +29,9 @@ class CellResult:
     latent on the CPU; model_calls: denoiser calls the sampler made; seconds:
     the cell's share of the batched model time plus its own decode share;
     previews: {step: small RGB uint8 tensor (h, w, 3)} of the denoised
-    estimate; error: why the cell has no image; cached: served from the cache.
+    estimate; error: why the cell has no image; cached: served from the cache;
+    model_id: the identity of the loaded model that rendered it (LoadedModel.identity: its
+    files, device and dtype), which the cell cache matches besides the spec's key.
     """
 
     spec: Any
@@ -33,6 +42,7 @@ class CellResult:
     previews: dict[int, Tensor] = field(default_factory=dict)
     error: str | None = None
     cached: bool = False
+    model_id: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -141,6 +151,12 @@ class Progress:
     cells_done: int = 0
     calls_done: int = 0
     started: float = field(default_factory=time.perf_counter)
+
+    def settle(self, spec: Any, calls_made: int) -> None:
+        """A cell is done (finished, failed or served from the cache) after `calls_made` denoiser
+        calls in this run: its share of the total becomes what it really took, so calls_done meets
+        calls_total when the run ends and the estimate of time left counts only work still to do."""
+        self.calls_total += calls_made - estimate_calls(spec)
 
     @property
     def elapsed(self) -> float:

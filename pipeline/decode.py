@@ -14,6 +14,12 @@ from torch import Tensor
 DECODE_BATCH = 8
 
 
+def _free_cached_memory() -> None:
+    from pipeline.engine import free_cached_memory  # the engine's, so one place decides (and tests spy)
+
+    free_cached_memory()
+
+
 def _vae_scaling(vae) -> tuple[float, Tensor | None, Tensor | None]:
     cfg = vae.config
     mean = getattr(cfg, "latents_mean", None)
@@ -55,26 +61,47 @@ class Decoder:
         self.batch = batch
         self._preview_map: tuple[Tensor, Tensor] | None = None
 
+    @property
+    def dtype_name(self) -> str:
+        """The VAE's dtype as a word, for messages ("float16")."""
+        return str(next(self.vae.parameters()).dtype).removeprefix("torch.")
+
     @torch.no_grad()
-    def decode(self, latents: list[Tensor]) -> list[Image.Image]:
-        """Images for final latents, decoded DECODE_BATCH at a time (shapes may differ)."""
-        out: list[Image.Image] = []
+    def decode(self, latents: list[Tensor]) -> list[Image.Image | None]:
+        """Images for final latents, decoded up to `batch` at a time (shapes may differ); None for
+        a latent whose decoded image holds NaN or inf (the VAE overflowed).
+
+        Out of memory halves the batch (and keeps it halved for later calls) and decodes the same
+        latents again, down to one at a time; there it raises torch.OutOfMemoryError.
+        """
+        out: list[Image.Image | None] = []
         i = 0
         while i < len(latents):
             j = i + 1
             while j < len(latents) and j - i < self.batch and latents[j].shape == latents[i].shape:
                 j += 1
-            out.extend(self._decode_same_shape(torch.cat(latents[i:j])))
+            try:
+                out.extend(self._decode_same_shape(torch.cat(latents[i:j])))
+            except torch.OutOfMemoryError:
+                if j - i <= 1:
+                    raise
+                self.batch = max(1, (j - i) // 2)
+                _free_cached_memory()
+                continue  # the same latents again, fewer at a time
             i = j
         return out
 
-    def _decode_same_shape(self, z: Tensor) -> list[Image.Image]:
+    def _decode_same_shape(self, z: Tensor) -> list[Image.Image | None]:
         vae = self.vae
         dev = next(vae.parameters()).device
         dtype = next(vae.parameters()).dtype
         z = unscale_latents(vae, z.to(dev, torch.float32)).to(dtype)
-        image = vae.decode(z, return_dict=False)[0]
-        return self.pipe.image_processor.postprocess(image.float(), output_type="pil")
+        image = vae.decode(z, return_dict=False)[0].float()
+        finite = torch.isfinite(image).flatten(1).all(dim=1).tolist()
+        if not all(finite):
+            image = torch.nan_to_num(image)  # those pictures are dropped; the rest convert cleanly
+        pictures = self.pipe.image_processor.postprocess(image, output_type="pil")
+        return [pic if ok else None for pic, ok in zip(pictures, finite, strict=True)]
 
     @torch.no_grad()
     def preview(self, denoised: Tensor) -> Tensor:

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
+import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +46,8 @@ class LoadedModel:
     scheduler's alphas_cumprod. default_size: (width, height) in pixels, the
     UNet's sample_size times the VAE scale factor. model_hash: A1111's short hash, the first 10 hex
     digits of a sha256 — of the checkpoint file for a single file, of the UNet
-    weights file(s) for a diffusers folder or hub snapshot; computed on first use.
+    weights file(s) for a diffusers folder or hub snapshot; computed on first use. identity: what
+    tells this loaded model from any other for the cell cache (see `identity`).
     """
 
     name: str
@@ -60,6 +64,7 @@ class LoadedModel:
     path: Path
     hash_files: tuple[Path, ...] = ()
     _hash: str | None = field(default=None, repr=False)
+    _identity: str | None = field(default=None, repr=False)
 
     @property
     def unet(self) -> torch.nn.Module:
@@ -79,6 +84,44 @@ class LoadedModel:
                         digest.update(block)
             self._hash = digest.hexdigest()[:10] if self.hash_files else ""
         return self._hash
+
+    @property
+    def identity(self) -> str:
+        """A digest of everything besides a cell's spec that decides its image: every file the
+        model was loaded from (path, size, modification time — a stat each, no hashing of
+        gigabytes), its UNet and scheduler configs, device, dtype and the VAE's dtype. Fixed when the
+        model is loaded, so files changed on disk afterwards do not vouch for the model in memory.
+        A model with no files on disk gets an identity of its own that matches nothing else."""
+        if self._identity is None:
+            files = _file_fingerprint(self.path)
+            parts = {
+                "path": str(self.path), "files": files if files else f"unique-{uuid.uuid4()}",
+                "unet": dict(self.unet.config), "scheduler": self.scheduler_config,
+                "device": str(self.device), "dtype": str(self.dtype),
+                "vae_dtype": str(next(self.vae.parameters()).dtype), "prediction": self.prediction_type,
+            }
+            text = json.dumps(parts, sort_keys=True, default=repr)
+            self._identity = hashlib.sha256(text.encode()).hexdigest()
+        return self._identity
+
+
+def _file_fingerprint(path: Path) -> list[tuple[str, int, int]]:
+    """(relative name, size, mtime_ns) of a model file, or of every file under a model folder."""
+    try:
+        if path.is_file():
+            st = path.stat()
+            return [(path.name, st.st_size, st.st_mtime_ns)]
+        if path.is_dir():
+            out = []
+            for root, _dirs, names in os.walk(path, followlinks=True):
+                for name in names:
+                    file = Path(root, name)
+                    st = file.stat()  # follows a hub snapshot's links to its blobs
+                    out.append((file.relative_to(path).as_posix(), st.st_size, st.st_mtime_ns))
+            return sorted(out)
+    except OSError:
+        pass
+    return []
 
 
 class ModelCache:
@@ -136,6 +179,7 @@ def load_model(name: str, *, device: str | torch.device | None = None,
         _place(model)
     except (RuntimeError, torch.OutOfMemoryError) as err:
         raise ModelLoadError(f"could not move {name!r} to {dev} as {dt}: {err}") from err
+    _ = model.identity  # taken now, from the files as they were loaded
     _CACHE.put(key, model)
     return model
 

@@ -16,7 +16,7 @@ from torch import Tensor
 import samplers
 from pipeline import prompts
 from pipeline.cache import CellCache
-from pipeline.cells import CellResult, CellState, Progress, RowConditioning
+from pipeline.cells import CellResult, CellState, Progress, RowConditioning, estimate_calls
 from pipeline.decode import Decoder
 from pipeline.denoiser import ModelDenoiser
 from pipeline.engine import RunOptions, TickLoop, latent_noise
@@ -30,16 +30,24 @@ class CellSetupError(ValueError):
 
 
 def cell_sigmas(spec: Any, model: LoadedModel) -> tuple[Tensor, dict[str, Any]]:
-    """The sigmas a cell runs and the options its sampler gets."""
-    info = samplers.info(spec.sampler)
+    """The sigmas a cell runs and the options its sampler gets.
+
+    A diffusers sampler gets the config flags of the cell's schedule type for its class
+    (refused, naming what works, when the class cannot follow the type). Align Your Steps
+    uses the SDXL list on SDXL models and the SD1.5 list otherwise.
+    """
+    info, implied = samplers.resolve(spec.sampler)
     options = dict(spec.sampler_options)
     if info.family == "diffusers":
-        options = {**diffusers_adapter.schedule_overrides(spec.schedule), **options,
+        schedule = implied if spec.schedule == "Automatic" and implied is not None else spec.schedule
+        options = {**diffusers_adapter.schedule_overrides(schedule, info.name), **options,
                    "scheduler_config": dict(model.scheduler_config)}
-        sig = samplers.sigmas("Automatic", spec.steps, model.train_sigmas, sampler=spec.sampler,
+        sig = samplers.sigmas("Automatic", spec.steps, model.train_sigmas, sampler=info.name,
                               sampler_options=options)
     else:
-        sig = samplers.sigmas(spec.schedule, spec.steps, model.train_sigmas, sampler=spec.sampler)
+        # every schedule type takes `family`; only Align Your Steps reads it
+        sig = samplers.sigmas(spec.schedule, spec.steps, model.train_sigmas, sampler=spec.sampler,
+                              family="SDXL" if model.family == "sdxl" else "SD1.5")
     return sig.double(), options
 
 
@@ -86,23 +94,20 @@ class ConditioningCache:
         return self._items[key]
 
 
-def _estimate_calls(spec: Any) -> int:
-    info = samplers.info(spec.sampler)
-    return spec.steps * info.calls_per_step
-
-
 def render(cells: Sequence[Any], options: RunOptions | None = None, *,
            cache: CellCache | None = None,
            loader: Callable[[str], LoadedModel] = load_model) -> list[CellResult]:
     """Render cells (grids.CellSpec) batched across cells; one result per cell, in order.
 
     Cells without a width/height get the model's default size; each result
-    carries the sized spec. Models are loaded one after another (the model
-    cache keeps one in memory). Cached cells are delivered first, at once.
+    carries the sized spec and the identity of the model that rendered it. Models are loaded
+    one after another (the model cache keeps one in memory). With a `cache`, a cell is looked
+    up by its spec's key and the loaded model's identity (files, device, dtype), so a hit never
+    crosses models; cached cells are delivered first, at once, and new ones are kept.
     """
     options = options or RunOptions()
     results: list[CellResult | None] = [None] * len(cells)
-    progress = Progress(cells_total=len(cells), calls_total=sum(_estimate_calls(c) for c in cells))
+    progress = Progress(cells_total=len(cells), calls_total=sum(estimate_calls(c) for c in cells))
     by_model: dict[str, list[int]] = {}
     for i, spec in enumerate(cells):
         by_model.setdefault(spec.model, []).append(i)
@@ -110,18 +115,20 @@ def render(cells: Sequence[Any], options: RunOptions | None = None, *,
         if options.should_stop and options.should_stop():
             break
         model = loader(model_name)
+        model_id = getattr(model, "identity", None)
+        use_cache = cache is not None and model_id is not None
         sized = {i: cells[i].sized(model.default_size) for i in indices}
         todo = []
         for i in indices:
-            hit = cache.get(sized[i].key()) if cache is not None else None
+            hit = cache.get(sized[i].key(), model_id) if use_cache else None
             if hit is None:
                 todo.append(i)
             else:
                 cached = CellResult(**{**hit.__dict__, "spec": sized[i], "cached": True})
-                results[i] = _deliver(i, cached, options, progress)
+                results[i] = _deliver(i, cached, options, progress, calls_made=0)
         if todo:
-            _render_model(model, sized, todo, options, progress, results)
-        if cache is not None:
+            _render_model(model, model_id, sized, todo, options, progress, results)
+        if use_cache:
             for i in todo:
                 if results[i] is not None:
                     cache.put(sized[i].key(), results[i])
@@ -132,19 +139,21 @@ def render(cells: Sequence[Any], options: RunOptions | None = None, *,
     return results
 
 
-def _render_model(model: LoadedModel, cells, indices, options, progress, results) -> None:
+def _render_model(model: LoadedModel, model_id: str | None, cells, indices, options, progress,
+                  results) -> None:
     conds = ConditioningCache(model)
     states = []
     for i in indices:
         try:
             states.append(start_cell(i, cells[i], model, conds.get(cells[i])))
         except ValueError as err:
-            results[i] = _deliver(i, CellResult(spec=cells[i], image=None, latents=None,
-                                                model_calls=0, seconds=0.0, error=str(err)),
-                                  options, progress)
+            results[i] = _deliver(i, CellResult(spec=cells[i], image=None, latents=None, model_calls=0,
+                                                seconds=0.0, error=str(err), model_id=model_id),
+                                  options, progress, calls_made=0)
     user_on_cell = options.on_cell
 
     def collect(index: int, result: CellResult) -> None:
+        result.model_id = model_id
         results[index] = result
         if user_on_cell:
             user_on_cell(index, result)
@@ -155,8 +164,10 @@ def _render_model(model: LoadedModel, cells, indices, options, progress, results
     loop.run(states)
 
 
-def _deliver(i: int, result: CellResult, options: RunOptions, progress: Progress) -> CellResult:
+def _deliver(i: int, result: CellResult, options: RunOptions, progress: Progress, *,
+             calls_made: int) -> CellResult:
     progress.cells_done += 1
+    progress.settle(result.spec, calls_made)
     if options.on_cell:
         options.on_cell(i, result)
     return result

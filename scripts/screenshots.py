@@ -19,6 +19,17 @@ from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, DONE  # noqa: E402
 from ui.config import AppConfig  # noqa: E402
 
 
+def load_lazy_images(page) -> None:
+    """Scroll down the page and back: the gallery's thumbnails load lazily, only once they have
+    been in view, so a full-page screenshot would show them blank."""
+    height = page.evaluate("document.body.scrollHeight")
+    for y in range(0, height, 300):
+        page.evaluate(f"window.scrollTo(0, {y})")
+        page.wait_for_timeout(60)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_timeout(1500)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs"))
@@ -37,7 +48,7 @@ def main() -> int:
                 page.set_default_timeout(300_000)
                 page.goto(url)
                 page.wait_for_selector(DONE)
-                page.wait_for_timeout(1500)
+                load_lazy_images(page)
                 page.screenshot(path=str(args.out / f"{name}.png"), full_page=True)
                 if name == "app-desktop":
                     page.get_by_role("tab", name="Convergence").click()

@@ -298,3 +298,30 @@ def test_sweep_flags_refuse_bad_values(sd_path, tmp_path, capsys, extra, message
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_progress_bar_on_stderr_without_quiet(sd_path, tmp_path, capsys):
+    args = [a for a in grid_args(sd_path, tmp_path / "bar", "--seed", "2", "--cfg", "5",
+                                 "--x", "sampler=Euler", "--y", "steps=2, 3") if a != "--quiet"]
+    assert cli.main(args) == 0
+    err = capsys.readouterr().err
+    assert "100%" in err and "cells 2/2, model calls 5/5" in err  # Euler: 2 + 3 denoiser calls
+    assert "Traceback" not in err
+
+
+def test_out_of_memory_even_one_image_at_a_time_is_one_line_not_a_traceback(sd_path, tmp_path, capsys,
+                                                                           monkeypatch):
+    import torch
+
+    from pipeline import denoiser
+
+    def no_memory(self, rows):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+
+    monkeypatch.setattr(denoiser.ModelDenoiser, "__call__", no_memory)
+    out = tmp_path / "oom"
+    assert cli.main(grid_args(sd_path, out, "--x", "sampler=Euler", "--y", "steps=2")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ran out of memory even one image at a time — use a smaller size")
+    assert "--dtype float16" in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (out / "manifest.json").exists()  # nothing claims to be complete

@@ -135,9 +135,26 @@ def test_cache_renders_only_new_cells(sd_path):
 def test_cache_is_bounded_lru(sd_path):
     cache = CellCache(max_cells=2)
     specs = [cell(sd_path, steps=n) for n in (1, 2, 3)]
-    render(specs, cache=cache)
+    results = render(specs, cache=cache)
+    model_id = load_model(str(sd_path)).identity
+    assert results[0].model_id == model_id
     assert len(cache) == 2
-    assert cache.get(specs[0].key()) is None and cache.get(specs[2].key()) is not None
+    assert cache.get(specs[0].key(), model_id) is None and cache.get(specs[2].key(), model_id) is not None
+    assert cache.get(specs[2].key()) is None  # a key alone, without the model, matches nothing
+
+
+def test_cache_is_bounded_in_bytes(sd_path):
+    from pipeline.cache import result_bytes
+
+    one = render([cell(sd_path, steps=1)], RunOptions(preview_every=1))[0]
+    size = result_bytes(one)
+    assert size == 32 * 32 * 3 + 4 * 16 * 16 * 4 + 16 * 16 * 3  # image, float32 latents, one preview
+    cache = CellCache(max_bytes=2 * size + 10)
+    specs = [cell(sd_path, steps=1, seed=s) for s in (1, 2, 3)]
+    render(specs, RunOptions(preview_every=1), cache=cache)
+    assert len(cache) == 2 and cache.bytes == 2 * size
+    model_id = load_model(str(sd_path)).identity
+    assert cache.get(specs[0].key(), model_id) is None and cache.get(specs[1].key(), model_id) is not None
 
 
 def test_cells_stream_as_they_finish_and_progress_counts_calls(sd_path):

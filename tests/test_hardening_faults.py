@@ -37,6 +37,15 @@ def holder(tmp_path_factory: pytest.TempPathFactory) -> ModelHolder:
     return ModelHolder(AppConfig(public=True, out_root=tmp_path_factory.mktemp("fault-runs")))
 
 
+@pytest.fixture(autouse=True)
+def no_cell_cache(monkeypatch) -> None:
+    """Every fault test renders its cells: the app's cell cache (ui.runner) keeps nothing here."""
+    from pipeline.cache import CellCache
+    from ui import runner
+
+    monkeypatch.setattr(runner, "CELL_CACHE", CellCache(max_cells=0))
+
+
 def small(**changes) -> GridSpec:
     fields = {"prompt": "grinning face", "seed": 5, "cfg": 5.0, "steps": 3,
               "x": Axis("sampler", ["Euler", "Heun"]), "y": Axis("seed", [5, 6]), **changes}

@@ -303,12 +303,12 @@ def test_csv_json_and_chart_rows():
     assert rows[3]["note"].startswith("failed:") and rows[3]["latent_rmse"] == ""
     data = json.loads(json.dumps(conv.to_json()))
     assert data["thresholds"] == {"pixel_rmse": 0.01, "latent_rmse": 0.05}
-    assert data["series"][1]["points"] == [{"steps": 20, "model_calls": 40, "distance": 0.125}]
+    assert data["series"][1]["points"] == [{"steps": 20, "model_calls": 39, "distance": 0.125}]
     assert data["series"][1]["verdict"].endswith("skipped failed cells at 10 steps")
     assert metrics.chart_rows(conv, by="model_calls") == [
         {"series": "Euler", "x": 10, "distance": 0.25, "metric": "latent RMSE"},
         {"series": "Euler", "x": 20, "distance": 0.125, "metric": "latent RMSE"},
-        {"series": "Heun", "x": 40, "distance": 0.125, "metric": "latent RMSE"},
+        {"series": "Heun", "x": 39, "distance": 0.125, "metric": "latent RMSE"},
     ]
     assert [r["x"] for r in metrics.chart_rows(conv)] == [10, 20, 20]
     frame = metrics.chart_frame(conv)

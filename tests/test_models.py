@@ -305,3 +305,21 @@ def test_cuda_defaults_to_float16_with_sdxl_vae_in_float32(sd_path: Path, sdxl_p
     cond, uncond = prompts.encode_pair(m, "a dog", "blurry")
     assert cond.embeds.device.type == "cuda" and cond.pooled.shape == (1, 32)
     assert load_model(str(sdxl_path), device="cuda", dtype="bfloat16").vae.dtype == torch.bfloat16
+
+
+def test_identity_tells_models_files_and_dtypes_apart(sd_path: Path, sdv_path: Path, tmp_path: Path) -> None:
+    from pipeline.models import unload_model
+
+    first = load_model(str(sd_path)).identity
+    unload_model()
+    assert load_model(str(sd_path)).identity == first  # the same files loaded again: the same model
+    assert load_model(str(sdv_path)).identity != first
+    assert load_model(str(sd_path), dtype="bfloat16").identity != first
+    copy = tmp_path / "copy"
+    shutil.copytree(sd_path, copy)
+    copied = load_model(str(copy)).identity
+    assert copied != first  # another place on disk is another model as far as the cache knows
+    unload_model()
+    vae = copy / "vae" / "diffusion_pytorch_model.safetensors"
+    vae.write_bytes(vae.read_bytes())  # rewritten: a VAE swapped under the same name
+    assert load_model(str(copy)).identity != copied

@@ -17,12 +17,13 @@ def spec(steps: int, sampler: str = "Euler", model: str = "builtin", cfg: float 
 
 def test_units_group_models_then_cost_then_grid_order():
     specs = [spec(9), spec(2, model="other"), spec(3, "Heun"), spec(3), spec(2), spec(5, model="other")]
-    # builtin: 9 steps (18 rows), Heun 3 (12), Euler 3 (6), Euler 2 (4); then the other model's cells.
+    # builtin: 9 steps (18 rows), Heun 3 (10: 2 calls a step, 1 on the last), Euler 3 (6), Euler 2 (4);
+    # then the other model's cells.
     assert work_units(specs, chunk=3) == [[4, 3, 2], [0, 1, 5]]
     assert work_units(specs, chunk=64) == [[4, 3, 2, 0, 1, 5]]
     assert work_units(specs, chunk=1) == [[4], [3], [2], [0], [1], [5]]
     assert work_units([], chunk=4) == []
-    assert unit_cost(specs, [4, 3, 2]) == 4 + 6 + 12
+    assert unit_cost(specs, [4, 3, 2]) == 4 + 6 + 10
 
 
 def test_partition_is_longest_processing_time_first():

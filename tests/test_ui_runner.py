@@ -67,3 +67,35 @@ def test_overlay_writes_cost_on_the_final_grid(holder: ModelHolder) -> None:
     foot = [(x, h - 2) for x in range(w // 2, w)]
     darker = sum(sum(costed.getpixel(p)) < sum(plain.getpixel(p)) for p in foot)
     assert darker > len(foot) // 2  # the cell's foot carries the dark caption band
+
+
+def test_a_new_step_column_renders_only_its_own_cells(holder: ModelHolder, monkeypatch) -> None:
+    import json
+
+    from pipeline import denoiser
+    from ui import runner
+
+    runner.cell_cache().clear()
+    job = GridJob(spec(), holder.config, holder)
+    job.check()
+    list(job.snapshots())
+    calls = []
+    real = denoiser.ModelDenoiser.__call__
+
+    def counting(self, rows):
+        calls.append(len(rows))
+        return real(self, rows)
+
+    monkeypatch.setattr(denoiser.ModelDenoiser, "__call__", counting)
+    wider = GridSpec(prompt="grinning face", seed=3, cfg=1.0, x=Axis("steps", [8, 16, 24]),
+                     y=Axis("sampler", ["Euler", "Euler a", "DPM++ 2M SDE"]))
+    job = GridJob(wider, holder.config, holder)
+    job.check()
+    snaps = list(job.snapshots())
+    assert sum(calls) == 3 * 24  # the three 24-step cells; the six others come from the cache
+    last = snaps[-1]
+    assert last.done and last.cells_done == 9 and last.status == "done"
+    cells = json.loads((job.folder / "manifest.json").read_text(encoding="utf-8"))["cells"]
+    assert [c["cached"] for c in cells] == [True, True, False] * 3
+    assert all(c["error"] is None and (job.folder / c["file"]).is_file() for c in cells)  # cached ones too
+    assert len(last.outputs.gallery()) == 9

@@ -8,6 +8,12 @@ engine to stop between ticks; cells already finished are kept and written.
 
 One grid renders at a time per process (RENDER_LOCK): the engine keeps one model
 in memory and the page's queue already runs grids one after another.
+
+Finished cells are kept in one process-wide cell cache (CELL_CACHE, LRU, bounded in cells and
+bytes): running a grid again with one new axis value renders only the new cells. The cache
+matches a cell's spec and the loaded model's identity (files, device, dtype; pipeline.cache), so
+a hit never crosses models. Cached cells are delivered and written to the run's folder like the
+others (their manifest records say "cached": true).
 """
 
 from __future__ import annotations
@@ -33,6 +39,9 @@ from ui.gpu import on_gpu
 from ui.models import ModelHolder
 
 RENDER_LOCK = threading.Lock()
+CACHE_CELLS = 1024
+CACHE_BYTES = 512 << 20  # images, latents and previews: ~1 MB a 512x512 cell, ~4.5 MB an SDXL one
+CELL_CACHE: Any = None  # pipeline.cache.CellCache, made with the first grid (torch-free start-up)
 SNAPSHOT_EVERY_S = 0.35
 DRAW_SHARE = 0.25  # drawing partial grids takes at most about this share of a run's time
 KEEP_RUNS = 20
@@ -219,11 +228,21 @@ class GridJob:
         return draw_grid(images, self.labels, self.resolved.shape, self.layout)
 
 
+def cell_cache() -> Any:
+    """The app's process-wide cache of finished cells (pipeline.cache.CellCache)."""
+    global CELL_CACHE
+    if CELL_CACHE is None:
+        from pipeline.cache import CellCache
+
+        CELL_CACHE = CellCache(max_cells=CACHE_CELLS, max_bytes=CACHE_BYTES)
+    return CELL_CACHE
+
+
 @on_gpu  # on a ZeroGPU Space the GPU is attached for this call only
 def _render(cell_specs: list[Any], options: Any, loader: Any) -> list[Any]:
     from pipeline.render import render  # torch-heavy: imported when a grid first runs
 
-    return render(cell_specs, options, loader=loader)
+    return render(cell_specs, options, cache=cell_cache(), loader=loader)
 
 
 class OutputWriteError(ValueError):
