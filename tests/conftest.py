@@ -14,7 +14,7 @@ from hypothesis import settings
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from tests.tiny_models import tiny_sd, tiny_sdxl
+from tests.tiny_models import tiny_sd, tiny_sdxl, tiny_sdxl_deep_text2, tiny_sdxl_single_file
 
 torch.set_num_threads(1)
 
@@ -42,3 +42,15 @@ def sdv_path(tiny_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def sdxl_path(tiny_dir: Path) -> Path:
     return tiny_sdxl(tiny_dir)
+
+
+@pytest.fixture(scope="session")
+def sdxl_deep_path(tiny_dir: Path) -> Path:
+    """The SDXL folder a single-file SDXL checkpoint is read back with (tiny_sdxl_deep_text2)."""
+    return tiny_sdxl_deep_text2(tiny_dir)
+
+
+@pytest.fixture(scope="session")
+def sdxl_single_file(tiny_dir: Path, sdxl_deep_path: Path) -> Path:
+    """sdxl_deep_path's weights as one original-format (SGM / A1111) .safetensors checkpoint."""
+    return tiny_sdxl_single_file(tiny_dir)

@@ -10,6 +10,9 @@ milliseconds on a CPU.
     tiny_sdxl(tmp)                      SDXL-style folder (two text encoders, text_time UNet)
     tiny_sd_single_file(tmp)            the tiny SD 1.x model as one original-format
                                         (LDM / A1111) .safetensors checkpoint
+    tiny_sdxl_deep_text2(tmp)           SDXL folder whose second text encoder is 10 layers, 48 wide
+    tiny_sdxl_single_file(tmp)          that SDXL model as one original-format (SGM / A1111)
+                                        .safetensors checkpoint
 
 Builders are idempotent per folder: calling one twice with the same tmp path
 returns the folder already built.
@@ -232,4 +235,99 @@ def tiny_sd_single_file(tmp_path: Path) -> Path:
     if not path.is_file():
         pipe = StableDiffusionPipeline.from_pretrained(tiny_sd(tmp_path), safety_checker=None)
         save_file(ldm_state_dict(pipe), str(path))
+    return path
+
+
+# ------------------------------------------------------------ SDXL in the original (SGM) format
+
+# diffusers tells an SDXL base checkpoint by a key of its second text encoder's 10th block
+# (single_file_utils.CHECKPOINT_KEY_NAMES["xl_base"]), and tells the two text encoders apart by
+# their widths, so the second needs at least 10 layers and a width of its own.
+SDXL_SINGLE_FILE_TEXT2_LAYERS = 10
+SDXL_SINGLE_FILE_TEXT2_HIDDEN = 48
+
+
+def tiny_sdxl_deep_text2(tmp_path: Path) -> Path:
+    """An SDXL folder like tiny_sdxl whose second text encoder is 10 layers deep and 48 wide (the
+    first stays 32 wide): the shape of model a single-file SDXL checkpoint can be read back as."""
+    folder = Path(tmp_path) / "tiny-sdxl-deep-text2"
+    if (folder / "model_index.json").is_file():
+        return folder
+    hidden_2, time_dim = SDXL_SINGLE_FILE_TEXT2_HIDDEN, 8
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        tok = _tokenizer(Path(tmp_path))
+        tok_2 = _tokenizer(Path(tmp_path), pad_token="!")
+        cfg_2 = _text_config(tok_2)
+        cfg_2.num_hidden_layers, cfg_2.hidden_size = SDXL_SINGLE_FILE_TEXT2_LAYERS, hidden_2
+        unet = UNet2DConditionModel(
+            sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=TEXT_HIDDEN + hidden_2, attention_head_dim=(2, 4), use_linear_projection=True,
+            addition_embed_type="text_time", addition_time_embed_dim=time_dim,
+            projection_class_embeddings_input_dim=6 * time_dim + cfg_2.projection_dim, norm_num_groups=32)
+        pipe = StableDiffusionXLPipeline(
+            vae=_vae(), text_encoder=CLIPTextModel(_text_config(tok)),
+            text_encoder_2=CLIPTextModelWithProjection(cfg_2), tokenizer=tok,
+            tokenizer_2=tok_2, unet=unet, scheduler=_scheduler("epsilon"),
+            force_zeros_for_empty_prompt=True, add_watermarker=False)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def _open_clip_state_dict(text_model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A transformers CLIPTextModelWithProjection's weights in OpenCLIP's layout (SDXL's embedder 1):
+    q/k/v fused into in_proj, fc1/fc2 -> c_fc/c_proj, text_projection stored as (hidden, proj)."""
+    sd = {k.removeprefix("text_model."): v for k, v in text_model.state_dict().items()}
+    out = {"positional_embedding": sd.pop("embeddings.position_embedding.weight"),
+           "token_embedding.weight": sd.pop("embeddings.token_embedding.weight"),
+           "ln_final.weight": sd.pop("final_layer_norm.weight"),
+           "ln_final.bias": sd.pop("final_layer_norm.bias"),
+           "text_projection": sd.pop("text_projection.weight").T}
+    sd.pop("embeddings.position_ids", None)
+    layers = {int(k.split(".")[2]) for k in sd if k.startswith("encoder.layers.")}
+    names = {"self_attn.out_proj": "attn.out_proj", "layer_norm1": "ln_1", "layer_norm2": "ln_2",
+             "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}
+    for i in sorted(layers):
+        src, dst = f"encoder.layers.{i}.", f"transformer.resblocks.{i}."
+        for kind in ("weight", "bias"):
+            out[dst + f"attn.in_proj_{kind}"] = torch.cat(
+                [sd.pop(src + f"self_attn.{p}_proj.{kind}") for p in "qkv"])
+            for new, old in names.items():
+                out[dst + f"{old}.{kind}"] = sd.pop(src + f"{new}.{kind}")
+    assert not sd, f"unconverted text encoder keys: {sorted(sd)}"
+    return out
+
+
+def ldm_sdxl_state_dict(pipe: StableDiffusionXLPipeline) -> dict[str, torch.Tensor]:
+    """An SDXL pipeline's weights as an original-format (Stability SGM / A1111) checkpoint."""
+    cfg = pipe.unet.config
+    attn_up = {i for i, t in enumerate(cfg.up_block_types) if "CrossAttn" in t}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in pipe.unet.state_dict().items():
+        out["model.diffusion_model." + _ldm_unet_key(key, cfg.layers_per_block, attn_up)] = value
+    num_up = len(pipe.vae.config.up_block_types)
+    for key, value in pipe.vae.state_dict().items():
+        if ".mid_block.attentions." in key and value.ndim == 2:
+            value = value[:, :, None, None]
+        out["first_stage_model." + _ldm_vae_key(key, num_up)] = value
+    for key, value in pipe.text_encoder.state_dict().items():
+        if key != "embeddings.position_ids":
+            out["conditioner.embedders.0.transformer.text_model." + key.removeprefix("text_model.")] = value
+    for key, value in _open_clip_state_dict(pipe.text_encoder_2).items():
+        out["conditioner.embedders.1.model." + key] = value
+    return {k: v.detach().contiguous().clone() for k, v in out.items()}
+
+
+def tiny_sdxl_single_file(tmp_path: Path) -> Path:
+    """tiny_sdxl_deep_text2 as one original-format .safetensors checkpoint.
+
+    Loading it offline needs the diffusers configs of the same architecture:
+    pass the tiny_sdxl_deep_text2 folder as `config`.
+    """
+    path = Path(tmp_path) / "tiny-sdxl.safetensors"
+    if not path.is_file():
+        pipe = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl_deep_text2(tmp_path))
+        save_file(ldm_sdxl_state_dict(pipe), str(path))
     return path
