@@ -53,3 +53,10 @@ class Processes:
     def wait(self) -> None:
         """Return once every process has got here."""
         self.state.wait_for_everyone()
+
+    def close(self) -> None:
+        """End the process group (after the last collective). Without this, gloo's worker threads
+        can outlive the interpreter's teardown and abort the process ("terminate called without
+        an active exception", exit -6) after all its work is done."""
+        if self.count > 1:
+            self.state.destroy_process_group()

@@ -188,6 +188,7 @@ class Sweep:
             self.folder.add_records({i: r for p, i, r in gathered if p != procs.index})
             manifest = self._write(wall)
         procs.wait()
+        procs.close()
         return SweepOutcome(cells=len(self.folder.cells), failed=failed + not_rendered, kept=len(self.kept),
                             processes=procs.count, manifest=manifest)
 
