@@ -207,8 +207,8 @@ def _ldm_vae_key(key: str, num_up: int) -> str:
     return f"{side}.{level}.{block}.block.{parts[3]}.{rest}"
 
 
-def ldm_state_dict(pipe: StableDiffusionPipeline) -> dict[str, torch.Tensor]:
-    """An SD 1.x pipeline's weights as an original-format (CompVis LDM / A1111) checkpoint."""
+def _ldm_unet_and_vae(pipe) -> dict[str, torch.Tensor]:
+    """A pipeline's UNet and VAE weights under their original-format (LDM / SGM) keys."""
     cfg = pipe.unet.config
     attn_up = {i for i, t in enumerate(cfg.up_block_types) if "CrossAttn" in t}
     out: dict[str, torch.Tensor] = {}
@@ -219,6 +219,12 @@ def ldm_state_dict(pipe: StableDiffusionPipeline) -> dict[str, torch.Tensor]:
         if ".mid_block.attentions." in key and value.ndim == 2:
             value = value[:, :, None, None]  # LDM's VAE attention projections are 1x1 convolutions
         out["first_stage_model." + _ldm_vae_key(key, num_up)] = value
+    return out
+
+
+def ldm_state_dict(pipe: StableDiffusionPipeline) -> dict[str, torch.Tensor]:
+    """An SD 1.x pipeline's weights as an original-format (CompVis LDM / A1111) checkpoint."""
+    out = _ldm_unet_and_vae(pipe)
     for key, value in pipe.text_encoder.state_dict().items():
         if key != "embeddings.position_ids":
             out["cond_stage_model.transformer.text_model." + key.removeprefix("text_model.")] = value
@@ -302,16 +308,7 @@ def _open_clip_state_dict(text_model: torch.nn.Module) -> dict[str, torch.Tensor
 
 def ldm_sdxl_state_dict(pipe: StableDiffusionXLPipeline) -> dict[str, torch.Tensor]:
     """An SDXL pipeline's weights as an original-format (Stability SGM / A1111) checkpoint."""
-    cfg = pipe.unet.config
-    attn_up = {i for i, t in enumerate(cfg.up_block_types) if "CrossAttn" in t}
-    out: dict[str, torch.Tensor] = {}
-    for key, value in pipe.unet.state_dict().items():
-        out["model.diffusion_model." + _ldm_unet_key(key, cfg.layers_per_block, attn_up)] = value
-    num_up = len(pipe.vae.config.up_block_types)
-    for key, value in pipe.vae.state_dict().items():
-        if ".mid_block.attentions." in key and value.ndim == 2:
-            value = value[:, :, None, None]
-        out["first_stage_model." + _ldm_vae_key(key, num_up)] = value
+    out = _ldm_unet_and_vae(pipe)
     for key, value in pipe.text_encoder.state_dict().items():
         if key != "embeddings.position_ids":
             out["conditioner.embedders.0.transformer.text_model." + key.removeprefix("text_model.")] = value
