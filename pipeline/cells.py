@@ -14,13 +14,6 @@ from pipeline.denoiser import Row
 from samplers.protocol import step_of
 
 
-def estimate_calls(spec: Any) -> int:
-    """Denoiser calls a cell will make (grids.CellSpec.denoiser_calls); samplers that choose their
-    own steps (DPM adaptive) or add some (Restart at >= 20 steps) are settled when the cell
-    finishes (Progress.settle)."""
-    return spec.denoiser_calls()
-
-
 @dataclass
 class CellResult:
     """What a finished (or failed, or stopped) cell delivers.
@@ -154,9 +147,10 @@ class Progress:
 
     def settle(self, spec: Any, calls_made: int) -> None:
         """A cell is done (finished, failed or served from the cache) after `calls_made` denoiser
-        calls in this run: its share of the total becomes what it really took, so calls_done meets
+        calls in this run: its share of the total (its estimate, spec.denoiser_calls(), exact except
+        for samplers that choose or add steps) becomes what it really took, so calls_done meets
         calls_total when the run ends and the estimate of time left counts only work still to do."""
-        self.calls_total += calls_made - estimate_calls(spec)
+        self.calls_total += calls_made - spec.denoiser_calls()
 
     @property
     def elapsed(self) -> float:

@@ -16,7 +16,7 @@ from torch import Tensor
 import samplers
 from pipeline import prompts
 from pipeline.cache import CellCache
-from pipeline.cells import CellResult, CellState, Progress, RowConditioning, estimate_calls
+from pipeline.cells import CellResult, CellState, Progress, RowConditioning
 from pipeline.decode import Decoder
 from pipeline.denoiser import ModelDenoiser
 from pipeline.engine import RunOptions, TickLoop, latent_noise
@@ -107,7 +107,7 @@ def render(cells: Sequence[Any], options: RunOptions | None = None, *,
     """
     options = options or RunOptions()
     results: list[CellResult | None] = [None] * len(cells)
-    progress = Progress(cells_total=len(cells), calls_total=sum(estimate_calls(c) for c in cells))
+    progress = Progress(cells_total=len(cells), calls_total=sum(c.denoiser_calls() for c in cells))
     by_model: dict[str, list[int]] = {}
     for i, spec in enumerate(cells):
         by_model.setdefault(spec.model, []).append(i)

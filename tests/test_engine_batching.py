@@ -18,17 +18,17 @@ from pipeline.render import render
 from tests.test_engine import cell
 
 
-def _unet_spy(monkeypatch, model) -> list[int]:
-    """Batch size of every UNet forward of `model`."""
-    rows = []
-    real = model.unet.forward
+def _batch_spy(monkeypatch, module, method: str) -> list[int]:
+    """Batch size of every call of `module.<method>` (the UNet's forward, the VAE's decode)."""
+    sizes = []
+    real = getattr(module, method)
 
-    def forward(sample, *args, **kwargs):
-        rows.append(sample.shape[0])
-        return real(sample, *args, **kwargs)
+    def spy(batch, *args, **kwargs):
+        sizes.append(batch.shape[0])
+        return real(batch, *args, **kwargs)
 
-    monkeypatch.setattr(model.unet, "forward", forward)
-    return rows
+    monkeypatch.setattr(module, method, spy)
+    return sizes
 
 
 # ---------------------------------------------------------------- classifier-free guidance
@@ -37,7 +37,7 @@ def _unet_spy(monkeypatch, model) -> list[int]:
 @pytest.mark.parametrize("cfg,rows_per_call", [(5.0, 2), (1.0, 1)])
 def test_cfg_runs_both_halves_in_one_call_and_cfg_1_runs_one(sd_path, monkeypatch, cfg, rows_per_call):
     model = load_model(str(sd_path))
-    rows = _unet_spy(monkeypatch, model)
+    rows = _batch_spy(monkeypatch, model.unet, "forward")
     result = render([cell(sd_path, steps=5, cfg=cfg)])[0]
     assert result.ok and result.model_calls == 5
     assert rows == [rows_per_call] * 5  # one UNet forward per step, unconditional half included
@@ -45,7 +45,7 @@ def test_cfg_runs_both_halves_in_one_call_and_cfg_1_runs_one(sd_path, monkeypatc
 
 def test_cells_with_and_without_guidance_share_one_call(sd_path, monkeypatch):
     model = load_model(str(sd_path))
-    rows = _unet_spy(monkeypatch, model)
+    rows = _batch_spy(monkeypatch, model.unet, "forward")
     render([cell(sd_path, steps=3, cfg=5.0), cell(sd_path, steps=3, cfg=1.0)], RunOptions(max_batch=16))
     assert rows == [3, 3, 3]  # 2 rows + 1 row per tick
 
@@ -55,14 +55,7 @@ def test_cells_with_and_without_guidance_share_one_call(sd_path, monkeypatch):
 
 def test_cells_finishing_together_are_decoded_in_batches_of_eight(sd_path, monkeypatch):
     model = load_model(str(sd_path))
-    sizes = []
-    real = model.vae.decode
-
-    def decode(z, *args, **kwargs):
-        sizes.append(z.shape[0])
-        return real(z, *args, **kwargs)
-
-    monkeypatch.setattr(model.vae, "decode", decode)
+    sizes = _batch_spy(monkeypatch, model.vae, "decode")
     grid = [cell(sd_path, steps=2, seed=s) for s in range(10)] + [cell(sd_path, steps=3, seed=1)]
     results = render(grid, RunOptions(max_batch=32))
     assert all(r.ok for r in results)

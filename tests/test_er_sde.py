@@ -128,13 +128,14 @@ def test_noise_free_run_to_zero_solves_the_drift_not_the_probability_flow():
     assert float(err[64].std()) < 0.75 * float(GAUSS.exact(x0, SIGMA_MAX, 0.0).std())
 
 
-def test_noise_free_draws_no_noise_and_ignores_the_seed():
+@pytest.mark.parametrize("noise_free", [{"s_noise": 0.0}, {"eta": 0.0}], ids=["s_noise 0", "eta 0"])
+def test_noise_free_draws_no_noise_and_ignores_the_seed(noise_free):
     sig = karras_sigmas(10)
     x0 = start((64, 2), SIGMA_MAX, seed=3)
     noise = CountingNoise(1, *sigma_range(sig))
-    a, _ = run(sig, noise, x0, s_noise=0.0)
+    a, _ = run(sig, noise, x0, **noise_free)
     assert noise.gaussians == noise.brownians == 0
-    assert torch.equal(a, samplers.sample("ER-SDE", GAUSS.denoiser, x0, sig, seed=2, s_noise=0.0))
+    assert torch.equal(a, samplers.sample("ER-SDE", GAUSS.denoiser, x0, sig, seed=2, **noise_free))
 
 
 # --- the SDE (s_noise = 1) -------------------------------------------------------------------
@@ -280,15 +281,6 @@ def test_eta_zero_first_step_is_ddim():
     d = GAUSS.denoiser(x0, torch.full((64,), s, dtype=torch.float64))
     got = samplers.sample("ER-SDE", GAUSS.denoiser, x0, sig, seed=4, eta=0.0)
     assert rms(got, s_next / s * x0 + (1 - s_next / s) * d) < 1e-15
-
-
-def test_eta_zero_draws_no_noise_and_ignores_the_seed():
-    sig = karras_sigmas(10)
-    x0 = start((64, 2), SIGMA_MAX, seed=3)
-    noise = CountingNoise(1, *sigma_range(sig))
-    a, _ = run(sig, noise, x0, eta=0.0)
-    assert noise.gaussians == noise.brownians == 0
-    assert torch.equal(a, samplers.sample("ER-SDE", GAUSS.denoiser, x0, sig, seed=2, eta=0.0))
 
 
 def test_eta_scales_the_noise_between_the_ode_and_the_default():
