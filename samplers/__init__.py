@@ -5,6 +5,8 @@ Public API:
     schedule_names()                             -> schedule types users pick from
     names() / info(name) / resolve(name)         -> the registry
     sample(name, denoiser, x, sigmas, seed=...)  -> run one sampler with a plain function
+    VE / FLOW, Parametrisation                   -> the model parametrisation (SD family / flow)
+    flow_train_sigmas(shift, num_train_timesteps) -> a flow model's training sigmas
 
 Everything here is model-agnostic pure torch: a model enters only as a
 denoiser function D(x; sigma) (see `samplers.protocol`).
@@ -21,6 +23,7 @@ from samplers import (  # noqa: F401  (importing registers the samplers)
     ddim,
     deis,
     diffusers_adapter,
+    dispatch,
     dpm2,
     dpm_solver,
     dpmpp,
@@ -37,8 +40,10 @@ from samplers import (  # noqa: F401  (importing registers the samplers)
     unipc,
 )
 from samplers.noise import CellNoise, sigma_range
+from samplers.parametrisation import FLOW, VE, Parametrisation, flow_train_sigmas
 from samplers.protocol import Denoiser, NonFiniteError, drive
 from samplers.registry import (
+    SamplerFlowError,
     SamplerInfo,
     SamplerOptionError,
     UnknownSamplerError,
@@ -47,9 +52,10 @@ from samplers.registry import (
 )
 
 __all__ = [
-    "sigmas", "schedule_names", "names", "info", "resolve", "sample", "train_sigmas",
-    "SamplerInfo", "UnknownSamplerError", "SamplerOptionError", "NonFiniteError",
-    "CellNoise",
+    "sigmas", "schedule_names", "names", "info", "resolve", "sample", "start_generator",
+    "train_sigmas", "flow_train_sigmas", "VE", "FLOW", "Parametrisation",
+    "SamplerInfo", "UnknownSamplerError", "SamplerOptionError", "SamplerFlowError",
+    "NonFiniteError", "CellNoise",
 ]
 
 # A1111 v1.10.1's order, which users know from its dropdown; others follow.
@@ -187,23 +193,27 @@ def check_options(sampler_info: SamplerInfo, options: dict[str, Any]) -> None:
             f"it takes: {takes}")
 
 
-def start_generator(name: str, x: Tensor, sigmas: Tensor, noise: CellNoise, **options: Any):
-    """The sampler's generator, ready to be driven (by `sample` or the grid engine)."""
+def start_generator(name: str, x: Tensor, sigmas: Tensor, noise: CellNoise, *,
+                    param: Parametrisation = VE, **options: Any):
+    """The sampler's generator for a model of parametrisation `param`, ready to be driven
+    (by `sample` or the grid engine). Raises SamplerFlowError for a sampler with no form there."""
     sampler_info = info(name)
     check_options(sampler_info, options)
-    return sampler_info.fn(x, _check_sigmas(sigmas), noise, **options)
+    return dispatch.start(sampler_info, x, _check_sigmas(sigmas), noise, param, options)
 
 
 def sample(name: str, denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, seed: int = 0,
-           **options: Any) -> Tensor:
+           flow: bool = False, **options: Any) -> Tensor:
     """Run sampler `name` from x (noise already scaled to sigmas[0]) along `sigmas`.
 
     `denoiser(x, sigma)` gets x of shape (B, ...) and sigma of shape (B,) and
     returns the denoised estimate. `sigmas` is used exactly as given. Noise
     comes only from `seed`: the same seed gives the same result, bit for bit.
+    flow=True: the model is a rectified-flow one (x = (1 - sigma) x0 + sigma eps, sigmas
+    in [0, 1]); the sampler runs in its flow form (`FLOW`).
     """
     sig = _check_sigmas(sigmas)
     noise = CellNoise(seed, *sigma_range(sig))
-    gen = start_generator(name, x, sig, noise, **options)
+    gen = start_generator(name, x, sig, noise, param=FLOW if flow else VE, **options)
     result, _calls = drive(gen, denoiser, sig)
     return result
