@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from samplers.noise import CellNoise
+
 
 def _bcast(sigma: Tensor, x: Tensor) -> Tensor:
     return sigma.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
@@ -141,3 +143,32 @@ def karras_steps(n: int, end: float = 0.05, sigma_max: float = 14.6) -> Tensor:
     """n Karras steps from sigma_max down to `end` (> 0), no final 0: for order fits,
     where the final jump to sigma 0 would add an error that does not shrink with steps."""
     return karras_sigmas(n + 1, sigma_min=end, sigma_max=sigma_max)[:-1]
+
+
+class CountingNoise(CellNoise):
+    """A CellNoise that counts its Gaussian and Brownian draws (`draws`: both together)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.gaussians = 0
+        self.brownians = 0
+
+    @property
+    def draws(self) -> int:
+        return self.gaussians + self.brownians
+
+    def gaussian(self, like: Tensor) -> Tensor:
+        self.gaussians += 1
+        return super().gaussian(like)
+
+    def brownian(self, sigma, sigma_next, like: Tensor) -> Tensor:
+        self.brownians += 1
+        return super().brownian(sigma, sigma_next, like)
+
+
+class FreshNoise(CellNoise):
+    """The fresh-noise variant of an SDE sampler (as ComfyUI draws it): an independent
+    N(0, I) for every Brownian increment, so runs at different step counts share no path."""
+
+    def brownian(self, sigma, sigma_next, like: Tensor) -> Tensor:
+        return self.gaussian(like)
