@@ -106,6 +106,14 @@ SMOKE = Profile(
 MIN_START_S = 1.0  # an item with less than this left of the run is not started
 
 
+def with_budget(profile: Profile, total_s: float) -> Profile:
+    """The profile with the whole run's time set to total_s and every item's budget scaled with it
+    (a grid item then picks a smaller step set; nothing is dropped for lack of a share)."""
+    scale = total_s / profile.total_s
+    return Profile(**{**profile.__dict__, "total_s": total_s,
+                      "budgets": {k: v * scale for k, v in profile.budgets.items()}})
+
+
 class Run:
     """The report, the run's deadline, and the one model kept between items."""
 
@@ -231,7 +239,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, required=True, help="folder for gpu_check.json and summary.md")
     ap.add_argument("--smoke", action="store_true", help="tiny models on the CPU, same code and sections")
     ap.add_argument("--device", help="default: cuda (cpu with --smoke)")
-    ap.add_argument("--budget", type=float, help="seconds for the whole run (default 450; 170 with --smoke)")
+    ap.add_argument("--budget", type=float, help="seconds for the whole run, imports included (default 450; "
+                    "170 with --smoke); every item's budget scales with it")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     ap.add_argument("--force-flow", action="store_true",
@@ -243,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     profile = SMOKE if args.smoke else GPU
     if args.budget:
-        profile = Profile(**{**profile.__dict__, "total_s": args.budget})
+        profile = with_budget(profile, args.budget)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or profile.device)
