@@ -44,6 +44,7 @@ from diffusers.utils import logging as diffusers_logging  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import gpu_capacity as capacity  # noqa: E402
 from bench import gpu_parts as parts  # noqa: E402
 from bench import grid_bench as gb  # noqa: E402
 from bench.gpu_summary import summary  # noqa: E402
@@ -177,7 +178,12 @@ class Run:
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "gpu_check.json").write_text(json.dumps(self.report, indent=2, default=str) + "\n",
                                                  encoding="utf-8")
-        (self.out / "summary.md").write_text(summary(self.report), encoding="utf-8")
+        try:
+            text = summary(self.report)
+        except Exception as err:  # noqa: BLE001 (the JSON is written; the summary must not end the run)
+            text = (f"# GPU check\n\nThe summary could not be made ({type(err).__name__}: {err}); "
+                    "see gpu_check.json.\n")
+        (self.out / "summary.md").write_text(text, encoding="utf-8")
 
 
 def machine(device: torch.device) -> dict[str, Any]:
@@ -199,10 +205,10 @@ def unet_items(run: Run, family: str, wanted: set[str]) -> None:
         run.item("grid", family, lambda c, o: parts.grid_item(model(), px, p.grid_steps[family], p.tolerance,
                                                               c, o))
     if "memory" in wanted:
-        run.item("memory", family, lambda c, o: parts.memory_item(
+        run.item("memory", family, lambda c, o: capacity.memory_item(
             make, dev, p.dtype, (px // model().vae_scale_factor) ** 2, p.memory_rows[family], c, o))
     if "throughput" in wanted:
-        run.item("throughput", family, lambda c, o: parts.throughput_item(
+        run.item("throughput", family, lambda c, o: capacity.throughput_item(
             make, dev, p.throughput_rows, p.probe_seconds, c, o))
 
 
@@ -218,7 +224,10 @@ def precision_items(run: Run) -> None:
 def flow_items(run: Run, force: bool) -> None:
     p = run.profile
     run.drop_model()
-    support = parts.flow_support()
+    try:
+        support = capacity.flow_support()
+    except Exception as err:  # noqa: BLE001
+        support = {"supported": False, "reason": f"the check failed: {type(err).__name__}: {err}"}
     run.report["flow_support"] = support
     for family, (kind, px, tokens) in p.flow.items():
         if not (support["supported"] or force):
@@ -229,7 +238,7 @@ def flow_items(run: Run, force: bool) -> None:
                                         "budget_s": budget})
             run.write()
             continue
-        run.item("flow", family, lambda c, o, k=kind, x=px, t=tokens: parts.flow_item(
+        run.item("flow", family, lambda c, o, k=kind, x=px, t=tokens: capacity.flow_item(
             k, run.device, p.flow_dtype, x, t, p.flow_memory_rows, p.flow_throughput_rows, p.probe_seconds,
             c, o))
 
