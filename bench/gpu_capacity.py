@@ -110,17 +110,17 @@ def throughput_item(make_call: Callable[[int], Callable[[], Any]], device: torch
 
 
 def flow_support() -> dict[str, Any]:
-    """Whether this build's engine can run flow models: the rectified-flow parametrisation
-    (samplers.parametrisation.FLOW) and an SD3 or Flux pipeline among the loadable ones."""
+    """Whether this build's engine can run flow models: pipeline.flow_models (the flow families and
+    their facts) and an SD3 or Flux pipeline among those pipeline.model_sources loads."""
     try:
-        param = importlib.import_module("samplers.parametrisation")
+        flow = importlib.import_module("pipeline.flow_models")
         sources = importlib.import_module("pipeline.model_sources")
     except ImportError as err:
-        return {"supported": False, "reason": f"no samplers.parametrisation ({err})"}
-    loadable = [n for n in getattr(sources, "PIPELINES", {}) if "Flux" in n or "StableDiffusion3" in n]
-    if not hasattr(param, "FLOW") or not loadable:
-        return {"supported": False, "reason": "no SD3 or Flux pipeline in pipeline.model_sources.PIPELINES"
-                if hasattr(param, "FLOW") else "no samplers.parametrisation.FLOW"}
+        return {"supported": False, "reason": f"no pipeline.flow_models ({err})"}
+    families = getattr(flow, "FLOW_PIPELINES", {})
+    loadable = sorted(n for n in getattr(sources, "PIPELINES", {}) if n in families)
+    if not loadable:
+        return {"supported": False, "reason": "no SD3 or Flux pipeline in pipeline.model_sources.PIPELINES"}
     return {"supported": True, "pipelines": loadable}
 
 
