@@ -11,7 +11,9 @@ throughput by batch size, and the flow models (SD3, Flux) that need both.
 from __future__ import annotations
 
 import importlib
+import tempfile
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import diffusers
@@ -26,6 +28,7 @@ from bench.gpu_parts import (
     auto_max_batch,
     build_flow_transformer,
     dtype_name,
+    flow_engine_check,
     free_memory,
     sync,
     time_call,
@@ -149,8 +152,15 @@ def flow_call(model: torch.nn.Module, rows: int, px: int, text_tokens: int) -> C
 def flow_item(kind: str, device: torch.device, dtype: torch.dtype, px: int, text_tokens: int,
               memory_batches: Sequence[int], throughput_batches: Sequence[int], seconds: float,
               clock: Clock, out: dict[str, Any]) -> None:
-    """A flow transformer of `kind` (bench.models.FLOW_CONFIGS): memory against the engine's estimate
-    and throughput, as for the UNets."""
+    """The engine's flow path checked on this device (gpu_parts.flow_engine_check, on a tiny model),
+    then a flow transformer of `kind` (bench.models.FLOW_CONFIGS): memory against the engine's
+    estimate and throughput, as for the UNets."""
+    family = kind.split("-")[0]
+    with tempfile.TemporaryDirectory(prefix="gpu-check-flow-") as folder:
+        try:
+            out["engine_check"] = flow_engine_check(family, device, dtype, Path(folder), clock)
+        except Exception as err:  # noqa: BLE001 (a finding; the transformer measurements still run)
+            out["engine_check"] = {"error": f"{type(err).__name__}: {err}"}
     model = build_flow_transformer(kind, device).to(dtype)
     make = lambda rows, m=model: flow_call(m, rows, px, text_tokens)  # noqa: E731
     try:

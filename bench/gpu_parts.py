@@ -36,7 +36,7 @@ from pipeline.engine import (  # noqa: F401 (the first two are gpu_capacity's)
     RunOptions,
     auto_max_batch,
 )
-from pipeline.models import LoadedModel
+from pipeline.models import LoadedModel, load_model, unload_model
 from pipeline.models import _describe as describe_model
 from pipeline.models import _place as place_model
 from pipeline.render import render
@@ -352,3 +352,32 @@ def vae_half_decode(model: LoadedModel, ref: list[tuple[torch.Tensor, Any]]) -> 
     diff = (half - full).abs().nan_to_num(float("inf"))
     return {"finite": finite, "max_abs_diff": float(diff.max()),
             "max_abs_value": float(half.abs().nan_to_num(0).max())}
+
+
+# ------------------------------------------------------------------ (4) the engine's flow path on this device
+
+
+def flow_engine_check(family: str, device: torch.device, dtype: torch.dtype, folder: Path,
+                      clock: Clock) -> dict[str, Any]:
+    """The engine's flow path on this device and dtype: a tiny SD3 or Flux model (the tests'
+    tests/tiny_flow_models.py, loaded through pipeline.models.load_model) rendered with native Euler
+    through pipeline.render and through its own diffusers pipeline; the mean and max 8-bit pixel
+    difference (the flow tests allow a mean of 2/255 in float32)."""
+    from tests.tiny_flow_models import tiny_flux, tiny_sd3
+
+    path = str((tiny_sd3 if family == "sd3" else tiny_flux)(folder))
+    cfg, negative = (4.0, "blurry") if family == "sd3" else (1.0, "")  # Flux dev: distilled guidance only
+    spec = CellSpec(model=path, prompt=gb.PROMPT, negative_prompt=negative, width=32, height=32, seed=gb.SEED,
+                    sampler="Euler", sampler_options=(), schedule="Automatic", steps=8, cfg=cfg)
+    try:
+        model = load_model(path, device=device, dtype=dtype)
+        [(_, ours)] = engine_render([spec], model, clock)
+        kw = {"guidance_scale": cfg, "negative_prompt": negative} if family == "sd3" else {}
+        theirs = model.pipe(spec.prompt, num_inference_steps=spec.steps, height=32, width=32,
+                            generator=torch.Generator("cpu").manual_seed(spec.seed), **kw).images[0]
+    finally:
+        unload_model()
+    diff = np.abs(np.asarray(ours, dtype=int) - np.asarray(theirs, dtype=int))
+    return {"model": f"tests.tiny_flow_models {family}", "dtype": dtype_name(dtype), "sampler": "Euler",
+            "steps": spec.steps, "cfg": cfg, "mean_pixel_diff": float(diff.mean()) / 255,
+            "max_pixel_diff": int(diff.max()), "tolerance_mean": 2 / 255}

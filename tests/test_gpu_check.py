@@ -65,6 +65,9 @@ def test_smoke_run_has_every_section_with_numbers_and_the_same_images(tmp_path):
         flow = report["flow"][family]
         if support["supported"]:
             assert flow["status"] == "ok", flow
+            check = flow["engine_check"]  # the engine's flow path against the family's own pipeline
+            assert check["mean_pixel_diff"] < check["tolerance_mean"] == 2 / 255, check
+            assert flow["memory"]["fit"]["per_row_mib"] > 0 and len(flow["throughput"]["batches"]) == 3
         else:
             assert flow["status"] == "skipped" and flow["reason"] == gpu_check.FLOW_UNSUPPORTED
     summary = (out / "summary.md").read_text(encoding="utf-8")
