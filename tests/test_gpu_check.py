@@ -22,8 +22,11 @@ ITEMS = [f"{s}.{f}" for f in ("sd15", "sdxl") for s in ("grid", "memory", "throu
 @pytest.mark.slow
 def test_smoke_run_has_every_section_with_numbers_and_the_same_images(tmp_path):
     out = tmp_path / "gpu"
+    # A generous budget: on a loaded CI machine the default 170 s could skip items, and this test checks
+    # what the items measure, not how fast (the smoke run takes 45-110 s on this 2-core machine).
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--smoke", "--out", str(out),
-                           "--threads", "1"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+                           "--threads", "1", "--budget", "540"], capture_output=True, text=True, timeout=900,
+                          cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "gpu_check.json").read_text(encoding="utf-8"))
     assert [i["item"] for i in report["items"]] == ITEMS
