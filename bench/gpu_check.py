@@ -3,7 +3,8 @@
     python bench/gpu_check.py --out docs/gpu/<date>            # one large CUDA GPU
     .venv/bin/python bench/gpu_check.py --smoke --out out/gpu  # the same code on the CPU, tiny models
 
-Five sections, each with items run in this order, each item under its own time budget:
+Five sections of items, run as grid, memory, throughput for SD 1.5, the same for SDXL, then
+precision, then flow; each item under its own time budget:
 
     grid        SD 1.5 size (860 M UNet, 512 px, fp16) and SDXL size (2.6 B UNet, 1024 px, fp16 UNet +
                 float32 VAE): pipeline.render against one diffusers pipeline call per cell, speed-up and
