@@ -28,9 +28,13 @@ PIPES = {"sd3_path": StableDiffusion3Pipeline, "flux_path": FluxPipeline, "flux_
 MAX_MEAN_DIFF = 2 / 255
 
 
-def pipeline_image(which: str, path, spec, load: dict | None = None, **kw) -> np.ndarray:
-    """The family's own pipeline output for a cell, as floats in [0, 1] (H, W, 3)."""
+def pipeline_image(which: str, path, spec, load: dict | None = None, scheduler: dict | None = None,
+                   **kw) -> np.ndarray:
+    """The family's own pipeline output for a cell, as floats in [0, 1] (H, W, 3); `scheduler`:
+    config changes to its FlowMatchEulerDiscreteScheduler."""
     pipe = PIPES[which].from_pretrained(path, **(load or {}))
+    if scheduler:
+        pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config, **scheduler)
     pipe.set_progress_bar_config(disable=True)
     if which == "sd3_path":
         kw = {"guidance_scale": spec.cfg, "negative_prompt": spec.negative_prompt, **kw}
@@ -162,6 +166,22 @@ def test_native_euler_reproduces_the_pipeline(request, which, cfg, negative, sch
     assert ours.ok, ours.error
     kw = {} if schedule == "Automatic" else {"sigmas": list(np.linspace(1.0, 1 / 8, 8))}
     assert mean_diff(ours.image, pipeline_image(which, path, spec, **kw)) < MAX_MEAN_DIFF
+
+
+@pytest.mark.parametrize("which,changes,pipeline_kw,scheduler", [
+    ("sd3_path", {"shift": 6.0}, {}, {"shift": 6.0}),
+    ("flux_path", {"guidance": 1.5}, {"guidance_scale": 1.5}, None),
+    # a fixed shift replaces Flux's resolution-dependent one
+    ("flux_path", {"shift": 2.0}, {}, {"use_dynamic_shifting": False, "shift": 2.0}),
+])
+def test_shift_and_guidance_settings_reproduce_the_pipeline(request, which, changes, pipeline_kw, scheduler):
+    path = request.getfixturevalue(which)
+    spec = replace(cell(path, sampler="Euler", steps=8, cfg=1.0), **changes)
+    ours, default = render([spec, cell(path, sampler="Euler", steps=8, cfg=1.0)])
+    assert ours.ok, ours.error
+    theirs = pipeline_image(which, path, spec, scheduler=scheduler, **pipeline_kw)
+    assert mean_diff(ours.image, theirs) < MAX_MEAN_DIFF
+    assert mean_diff(default.image, theirs) > 3 * MAX_MEAN_DIFF  # the setting mattered
 
 
 def test_flow_cell_is_the_same_alone_or_in_a_grid_with_sd_cells(sd_path, sd3_path, flux_path):
