@@ -37,7 +37,7 @@ from PIL.PngImagePlugin import PngInfo
 import samplers
 from grids import axes
 from grids.cells import CellSpec
-from grids.spec import GridSpec
+from grids.spec import ETA_DDIM_SAMPLERS, GridSpec
 from version import __version__
 
 PNG_KEY = "parameters"
@@ -48,7 +48,7 @@ OPTION_KEYS = {"eta": "Eta", "s_noise": "Sigma noise", "s_churn": "Sigma churn",
 # Flow-model settings: Forge's infotext names.
 FLOW_KEYS = {"shift": "Shift", "guidance": "Distilled CFG Scale"}
 # A1111 keeps DDIM's eta apart from the ancestral samplers' eta.
-DDIM_ETA = {"DDIM": "Eta DDIM"}
+DDIM_ETA = {name: "Eta DDIM" for name in ETA_DDIM_SAMPLERS}
 _CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt", ".bin", ".pt", ".pth")
 
 
