@@ -94,3 +94,26 @@ def test_a_refused_cell_fails_alone_with_the_message(sd_path, flux_schnell_path)
     results = render([bad, cell(sd_path, steps=2)])
     assert not results[0].ok and "guidance embedding" in results[0].error
     assert results[1].ok
+
+
+def test_app_shows_flow_controls_only_for_flow_models_and_marks_refused_samplers(sd_path, flux_path,
+                                                                                 flux_schnell_path):
+    from ui import catalogue
+    from ui.handlers import model_controls
+    from ui.settings import Settings
+
+    groups = catalogue.grouped()
+    shift, guidance, choices = model_controls(load_model(str(sd_path)), groups)
+    assert (shift, guidance) == (False, False) and choices == groups  # nothing marked on SD models
+    shift, guidance, choices = model_controls(load_model(str(flux_path)), groups)
+    assert (shift, guidance) == (True, True)
+    marked = {value for group in choices.values() for value in group if isinstance(value, tuple)}
+    assert ("DDPM (diffusers) ⛔ not on flow models", "DDPM (diffusers)") not in marked  # names the family
+    assert ("DDPM (diffusers) ⛔ not on flux models", "DDPM (diffusers)") in marked
+    assert "Euler" in choices["Deterministic"] and "Euler a" in choices["Ancestral"]
+    assert model_controls(load_model(str(flux_schnell_path)), groups)[:2] == (True, False)
+    # 0 on the page means "the model's own": the grid then carries no flow setting
+    assert (Settings().to_spec().shift, Settings().to_spec().guidance) == (None, None)
+    spec = Settings(shift=2.0, guidance=3.0).to_spec()
+    assert (spec.shift, spec.guidance) == (2.0, 3.0)
+    assert Settings.from_query({"shift": "2", "guidance": "3"})[0] == Settings(shift=2.0, guidance=3.0)
