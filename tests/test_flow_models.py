@@ -235,3 +235,20 @@ def test_single_file_flow_checkpoints_are_told_apart_by_their_keys():
     assert checkpoint_family(dev, "x") == ("flux", "flux-dev")
     # an SD UNet: not a flow transformer, left to the SD-family checks
     assert checkpoint_family({prefix + "input_blocks.0.0.weight"}, "x") is None
+
+
+@pytest.mark.parametrize("which,family", [("flux_path", "flux"), ("sd3_path", "sd3")])
+def test_flow_hub_id_loads_from_the_local_cache(request, which, family, tmp_path, monkeypatch):
+    import hashlib
+
+    from tests.test_models import _fake_hub_snapshot
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    source = request.getfixturevalue(which)
+    snap = _fake_hub_snapshot(tmp_path / "hf" / "hub", f"tiny-org/{family}", source)
+    model = load_model(f"tiny-org/{family}")
+    assert (model.family, model.path) == (family, snap)
+    weights = source / "transformer" / "diffusion_pytorch_model.safetensors"
+    assert model.model_hash == hashlib.sha256(weights.read_bytes()).hexdigest()[:10]  # the transformer's
