@@ -91,7 +91,7 @@ class CellState:
             c = self.cond
             self._row = Row(x=x, sigma=sigma, timestep=timestep, cond=c.cond, uncond=c.uncond,
                             cfg=float(self.spec.cfg), pooled=c.pooled, uncond_pooled=c.uncond_pooled,
-                            time_ids=c.time_ids)
+                            time_ids=c.time_ids, guidance=getattr(self.spec, "guidance", None))
         return self._row
 
     def receive(self, denoised: Tensor, seconds: float, preview_every: int, decoder) -> None:
