@@ -9,8 +9,8 @@ images differ by pixel RMSE 0.002-0.007, Euler a's by 0.047 and DPM++ 2S a's by 
 over 6 prompts x 6 seeds, this pair has one of the widest gaps with every deterministic row
 converged — "crying face" seed 5 moves the ancestral rows more, 0.09, but Euler too, 0.016).
 The SDE samplers are left out of the default: with a Brownian tree they converge too, to their
-own noise path, which is a finer point than the first grid should make. Samplers are listed in the page's menu order (deterministic first), which is
-also the grid's row order.
+own noise path, which is a finer point than the first grid should make. Samplers are listed in
+the page's menu order (deterministic first), which is also the grid's row order.
 """
 
 from __future__ import annotations
