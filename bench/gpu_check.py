@@ -44,6 +44,7 @@ from diffusers.utils import logging as diffusers_logging  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import gpu_capacity as capacity  # noqa: E402
 from bench import gpu_parts as parts  # noqa: E402
 from bench import grid_bench as gb  # noqa: E402
 from bench.gpu_summary import summary  # noqa: E402
@@ -86,7 +87,7 @@ GPU = Profile(
     flow_memory_rows=(1, 4, 16), flow_throughput_rows=(1, 2, 8),
     budgets={"grid.sd15": 100, "memory.sd15": 15, "throughput.sd15": 25, "grid.sdxl": 110,
              "memory.sdxl": 20, "throughput.sdxl": 35, "precision.sd15": 35, "precision.sdxl": 50,
-             "flow.sd3": 30, "flow.flux": 50},
+             "flow.sd3": 40, "flow.flux": 60},
 )
 
 SMOKE = Profile(
@@ -99,11 +100,19 @@ SMOKE = Profile(
     flow={"sd3": ("sd3-tiny", 64, 8), "flux": ("flux-tiny", 64, 8)}, flow_dtype=torch.float32,
     flow_memory_rows=(1, 2, 4), flow_throughput_rows=(1, 2, 8),
     budgets={"grid.sd15": 40, "memory.sd15": 10, "throughput.sd15": 10, "grid.sdxl": 40, "memory.sdxl": 10,
-             "throughput.sdxl": 10, "precision.sd15": 20, "precision.sdxl": 20, "flow.sd3": 10,
-             "flow.flux": 10},
+             "throughput.sdxl": 10, "precision.sd15": 20, "precision.sdxl": 20, "flow.sd3": 25,
+             "flow.flux": 25},
 )
 
 MIN_START_S = 1.0  # an item with less than this left of the run is not started
+
+
+def with_budget(profile: Profile, total_s: float) -> Profile:
+    """The profile with the whole run's time set to total_s and every item's budget scaled with it
+    (a grid item then picks a smaller step set; nothing is dropped for lack of a share)."""
+    scale = total_s / profile.total_s
+    return Profile(**{**profile.__dict__, "total_s": total_s,
+                      "budgets": {k: v * scale for k, v in profile.budgets.items()}})
 
 
 class Run:
@@ -169,7 +178,12 @@ class Run:
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "gpu_check.json").write_text(json.dumps(self.report, indent=2, default=str) + "\n",
                                                  encoding="utf-8")
-        (self.out / "summary.md").write_text(summary(self.report), encoding="utf-8")
+        try:
+            text = summary(self.report)
+        except Exception as err:  # noqa: BLE001 (the JSON is written; the summary must not end the run)
+            text = (f"# GPU check\n\nThe summary could not be made ({type(err).__name__}: {err}); "
+                    "see gpu_check.json.\n")
+        (self.out / "summary.md").write_text(text, encoding="utf-8")
 
 
 def machine(device: torch.device) -> dict[str, Any]:
@@ -191,10 +205,10 @@ def unet_items(run: Run, family: str, wanted: set[str]) -> None:
         run.item("grid", family, lambda c, o: parts.grid_item(model(), px, p.grid_steps[family], p.tolerance,
                                                               c, o))
     if "memory" in wanted:
-        run.item("memory", family, lambda c, o: parts.memory_item(
+        run.item("memory", family, lambda c, o: capacity.memory_item(
             make, dev, p.dtype, (px // model().vae_scale_factor) ** 2, p.memory_rows[family], c, o))
     if "throughput" in wanted:
-        run.item("throughput", family, lambda c, o: parts.throughput_item(
+        run.item("throughput", family, lambda c, o: capacity.throughput_item(
             make, dev, p.throughput_rows, p.probe_seconds, c, o))
 
 
@@ -210,7 +224,10 @@ def precision_items(run: Run) -> None:
 def flow_items(run: Run, force: bool) -> None:
     p = run.profile
     run.drop_model()
-    support = parts.flow_support()
+    try:
+        support = capacity.flow_support()
+    except Exception as err:  # noqa: BLE001
+        support = {"supported": False, "reason": f"the check failed: {type(err).__name__}: {err}"}
     run.report["flow_support"] = support
     for family, (kind, px, tokens) in p.flow.items():
         if not (support["supported"] or force):
@@ -221,7 +238,7 @@ def flow_items(run: Run, force: bool) -> None:
                                         "budget_s": budget})
             run.write()
             continue
-        run.item("flow", family, lambda c, o, k=kind, x=px, t=tokens: parts.flow_item(
+        run.item("flow", family, lambda c, o, k=kind, x=px, t=tokens: capacity.flow_item(
             k, run.device, p.flow_dtype, x, t, p.flow_memory_rows, p.flow_throughput_rows, p.probe_seconds,
             c, o))
 
@@ -231,7 +248,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, required=True, help="folder for gpu_check.json and summary.md")
     ap.add_argument("--smoke", action="store_true", help="tiny models on the CPU, same code and sections")
     ap.add_argument("--device", help="default: cuda (cpu with --smoke)")
-    ap.add_argument("--budget", type=float, help="seconds for the whole run (default 450; 170 with --smoke)")
+    ap.add_argument("--budget", type=float, help="seconds for the whole run, imports included (default 450; "
+                    "170 with --smoke); every item's budget scales with it")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     ap.add_argument("--force-flow", action="store_true",
@@ -243,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     profile = SMOKE if args.smoke else GPU
     if args.budget:
-        profile = Profile(**{**profile.__dict__, "total_s": args.budget})
+        profile = with_budget(profile, args.budget)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or profile.device)
@@ -267,4 +285,5 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 if __name__ == "__main__":
     diffusers_logging.set_verbosity_error()  # casting random-weight modules warns once per build
+    diffusers_logging.disable_progress_bar()
     main()

@@ -74,7 +74,11 @@ def _flow(e: dict[str, Any]) -> str:
     m = e["model"]
     n = m["parameters"]
     size = f"{n / 1e9:.2f} B" if n >= 1e8 else f"{n / 1e6:.2f} M"
-    return (f"{size} params at {m['size_px']} px, {m['dtype']}: "
+    check = e.get("engine_check", {})
+    engine = (f"engine vs pipeline on the tiny model: {check['error']}" if "error" in check else
+              f"engine vs pipeline on the tiny model ({check['dtype']}): mean pixel diff "
+              f"{255 * check['mean_pixel_diff']:.2f}/255, max {check['max_pixel_diff']}") if check else ""
+    return (f"{engine}; {size} params at {m['size_px']} px, {m['dtype']}: "
             f"{_memory(e.get('memory', {}))}; {_throughput(e.get('throughput', {}))}")
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import gpu_check, gpu_parts
+from bench import gpu_capacity, gpu_check, gpu_parts
 
 ROOT = Path(__file__).resolve().parents[1]
 ITEMS = [f"{s}.{f}" for f in ("sd15", "sdxl") for s in ("grid", "memory", "throughput")] + \
@@ -60,11 +60,14 @@ def test_smoke_run_has_every_section_with_numbers_and_the_same_images(tmp_path):
         assert [b["rows"] for b in throughput["batches"]] == [1, 2, 8, 16, 32]
         assert all(b["ms_per_row"] > 0 for b in throughput["batches"])
 
-    support = gpu_parts.flow_support()
+    support = gpu_capacity.flow_support()
     for family in ("sd3", "flux"):
         flow = report["flow"][family]
         if support["supported"]:
             assert flow["status"] == "ok", flow
+            check = flow["engine_check"]  # the engine's flow path against the family's own pipeline
+            assert check["mean_pixel_diff"] < check["tolerance_mean"] == 2 / 255, check
+            assert flow["memory"]["fit"]["per_row_mib"] > 0 and len(flow["throughput"]["batches"]) == 3
         else:
             assert flow["status"] == "skipped" and flow["reason"] == gpu_check.FLOW_UNSUPPORTED
     summary = (out / "summary.md").read_text(encoding="utf-8")
@@ -117,7 +120,8 @@ def test_flow_transformers_are_measured_like_the_unets(kind):
     """The flow section's code path, run here even though this build's engine may not run flow models."""
     out: dict = {}
     clock = gpu_parts.Clock(time.monotonic() + 60)
-    gpu_parts.flow_item(kind, torch.device("cpu"), torch.float32, 64, 8, (1, 2, 4), (1, 2), 0.01, clock, out)
+    gpu_capacity.flow_item(kind, torch.device("cpu"), torch.float32, 64, 8, (1, 2, 4), (1, 2), 0.01, clock,
+                           out)
     peaks = [b["peak_mib"] for b in out["memory"]["batches"]]
     assert 0 < peaks[0] < peaks[1] < peaks[2] and out["memory"]["fit"]["per_row_mib"] > 0
     assert [b["rows"] for b in out["throughput"]["batches"]] == [1, 2]
