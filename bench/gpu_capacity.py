@@ -5,15 +5,14 @@ throughput by batch size, and the flow models (SD3, Flux) that need both.
                      peak of one model call at several batch sizes
     throughput_item  ms per model call and per row at several batch sizes
     flow_support     whether this build's engine can run flow models
-    flow_item        a flow transformer's memory and throughput
+    flow_item        a flow model's grid benchmark (gpu_parts.flow_grid_item), memory and throughput
 """
 
 from __future__ import annotations
 
 import importlib
-import tempfile
+import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import diffusers
@@ -25,10 +24,11 @@ from bench.gpu_parts import (
     FREE_SHARE,
     MIB,
     Clock,
+    LoadedModel,
+    OutOfTime,
     auto_max_batch,
-    build_flow_transformer,
     dtype_name,
-    flow_engine_check,
+    flow_grid_item,
     free_memory,
     sync,
     time_call,
@@ -149,27 +149,25 @@ def flow_call(model: torch.nn.Module, rows: int, px: int, text_tokens: int) -> C
                          img_ids=img_ids, txt_ids=txt_ids, guidance=guidance, return_dict=False)
 
 
-def flow_item(kind: str, device: torch.device, dtype: torch.dtype, px: int, text_tokens: int,
-              memory_batches: Sequence[int], throughput_batches: Sequence[int], seconds: float,
-              clock: Clock, out: dict[str, Any]) -> None:
-    """The engine's flow path checked on this device (gpu_parts.flow_engine_check, on a tiny model),
-    then a flow transformer of `kind` (bench.models.FLOW_CONFIGS): memory against the engine's
-    estimate and throughput, as for the UNets."""
-    family = kind.split("-")[0]
-    with tempfile.TemporaryDirectory(prefix="gpu-check-flow-") as folder:
-        try:
-            out["engine_check"] = flow_engine_check(family, device, dtype, Path(folder), clock)
-        except Exception as err:  # noqa: BLE001 (a finding; the transformer measurements still run)
-            out["engine_check"] = {"error": f"{type(err).__name__}: {err}"}
-    model = build_flow_transformer(kind, device).to(dtype)
-    make = lambda rows, m=model: flow_call(m, rows, px, text_tokens)  # noqa: E731
+def flow_item(model: LoadedModel, px: int, text_tokens: int, step_sets: Sequence[Sequence[int]],
+              tolerance: float, memory_batches: Sequence[int], throughput_batches: Sequence[int],
+              seconds: float, clock: Clock, out: dict[str, Any]) -> None:
+    """A flow model: the grid benchmark (gpu_parts.flow_grid_item) in up to 60 % of the item's time,
+    then its transformer's memory against the engine's estimate and its throughput, as for the UNets."""
+    net = model.unet
+    out["model"] = {"family": model.family, "size_px": px, "text_tokens": text_tokens,
+                    "dtype": dtype_name(model.dtype), "parameters": sum(p.numel() for p in net.parameters())}
+    grid: dict[str, Any] = {}
+    out["grid"] = grid
     try:
-        out["model"] = {"kind": kind, "size_px": px, "text_tokens": text_tokens, "dtype": dtype_name(dtype),
-                        "parameters": sum(p.numel() for p in model.parameters())}
-        out["memory"] = {}
-        memory_item(make, device, dtype, (px // 8) ** 2, memory_batches, clock, out["memory"])
-        out["throughput"] = {}
-        throughput_item(make, device, throughput_batches, seconds, clock, out["throughput"])
-    finally:
-        del model, make
-        free_memory()
+        flow_grid_item(model, px, step_sets, tolerance, Clock(time.monotonic() + 0.6 * clock.left()), grid)
+        grid["status"] = "ok"
+    except OutOfTime as err:
+        grid.update(status="partial" if "engine" in grid else "skipped", reason=f"over budget: {err}")
+    except Exception as err:  # noqa: BLE001 (a finding; memory and throughput still run)
+        grid.update(status="error", error=f"{type(err).__name__}: {err}")
+    make = lambda rows: flow_call(net, rows, px, text_tokens)  # noqa: E731
+    out["memory"] = {}
+    memory_item(make, model.device, model.dtype, (px // 8) ** 2, memory_batches, clock, out["memory"])
+    out["throughput"] = {}
+    throughput_item(make, model.device, throughput_batches, seconds, clock, out["throughput"])

@@ -13,6 +13,7 @@ reports what it measured. This module holds the only imports of the engine's API
 
 from __future__ import annotations
 
+import functools
 import gc
 import math
 import time
@@ -28,7 +29,7 @@ import torch
 # The grid benchmark's paths and counters, the models, and the engine's API. These are the only
 # imports of the project's packages (the layout may move; only these lines follow it).
 from bench import grid_bench as gb
-from bench.models import build_flow_transformer, build_pipeline  # noqa: F401 (gpu_capacity's)
+from bench.models import build_flow_pipeline, build_pipeline
 from grids.cells import CellSpec
 from pipeline.engine import (  # noqa: F401 (the first two are gpu_capacity's)
     ACTIVATION_BYTES_PER_LATENT_PIXEL,
@@ -36,7 +37,7 @@ from pipeline.engine import (  # noqa: F401 (the first two are gpu_capacity's)
     RunOptions,
     auto_max_batch,
 )
-from pipeline.models import LoadedModel, load_model, unload_model
+from pipeline.models import LoadedModel
 from pipeline.models import _describe as describe_model
 from pipeline.models import _place as place_model
 from pipeline.render import render
@@ -81,9 +82,11 @@ def free_memory() -> None:
 
 
 def random_model(kind: str, device: torch.device, dtype: torch.dtype, tokenizer_dir: Path) -> LoadedModel:
-    """A `bench.models.PIPELINE_CONFIGS` pipeline built on `device`, cast to `dtype` and placed as
-    pipeline.models.load_model places a loaded one (SDXL's VAE stays float32 under float16, SDPA)."""
-    pipe = build_pipeline(kind, device, tokenizer_dir)
+    """A `bench.models.PIPELINE_CONFIGS` (SD 1.5 / SDXL) or `FLOW_CONFIGS` (SD3 / Flux) pipeline built
+    on `device`, cast to `dtype` and placed as pipeline.models.load_model places a loaded one
+    (SDXL's VAE stays float32 under float16, SDPA)."""
+    flow = kind.split("-")[0] in ("sd3", "flux")
+    pipe = (build_flow_pipeline if flow else build_pipeline)(kind, device, tokenizer_dir)
     pipe.to(dtype=dtype)
     for module in pipe.components.values():
         if isinstance(module, torch.nn.Module):
@@ -138,6 +141,29 @@ def time_call(call: Callable[[], Any], device: torch.device, seconds: float, clo
         call()
     sync(device)
     return 1000 * (time.perf_counter() - t0) / reps
+
+
+class Counter(gb.UNetCounter):
+    """bench.grid_bench.UNetCounter for any network: the flow transformers take keywords only."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        self.unet = net
+        self.reset()
+        inner = net.forward
+
+        @functools.wraps(inner)
+        def counted(*args, **kwargs):
+            x = args[0] if args else kwargs["hidden_states"]
+            sync(x.device)
+            t0 = time.perf_counter()
+            out = inner(*args, **kwargs)
+            sync(x.device)
+            self.seconds += time.perf_counter() - t0
+            self.calls += 1
+            self.rows += int(x.shape[0])
+            return out
+
+        net.forward = counted
 
 
 # ------------------------------------------------------------------ (1) the grid benchmark
@@ -237,7 +263,7 @@ def grid_item(model: LoadedModel, px: int, step_sets: Sequence[Sequence[int]], t
     out["grid"] = {"samplers": [n for n, _ in samplers], "steps": steps, "cells": len(specs),
                    "cfg": gb.CFG, "seed": gb.SEED, "estimate_s": grid_estimate(specs, cost),
                    "skipped_step_sets": [list(s) for s in step_sets[: step_sets.index(fits[0])]]}
-    counter = gb.UNetCounter(model.unet)
+    counter = Counter(model.unet)
     try:
         measure = lambda fn: gb.measure(fn, counter, model.device)  # noqa: E731
         engine, ours = measure(lambda: engine_render(specs, model, clock))
@@ -354,30 +380,65 @@ def vae_half_decode(model: LoadedModel, ref: list[tuple[torch.Tensor, Any]]) -> 
             "max_abs_value": float(half.abs().nan_to_num(0).max())}
 
 
-# ------------------------------------------------------------------ (4) the engine's flow path on this device
+# ------------------------------------------------------------------ (4) the flow models' grid
 
 
-def flow_engine_check(family: str, device: torch.device, dtype: torch.dtype, folder: Path,
-                      clock: Clock) -> dict[str, Any]:
-    """The engine's flow path on this device and dtype: a tiny SD3 or Flux model (the tests'
-    tests/tiny_flow_models.py, loaded through pipeline.models.load_model) rendered with native Euler
-    through pipeline.render and through its own diffusers pipeline; the mean and max 8-bit pixel
-    difference (the flow tests allow a mean of 2/255 in float32)."""
-    from tests.tiny_flow_models import tiny_flux, tiny_sd3
+def flow_cells(model: LoadedModel, px: int, steps: Sequence[int]) -> list[CellSpec]:
+    """Native Euler cells on a flow model: SD3 with CFG 4 and a negative prompt (2 rows a call), Flux
+    dev with its distilled guidance only (1 row)."""
+    cfg, negative = (4.0, gb.NEGATIVE) if model.family == "sd3" else (1.0, "")
+    return [CellSpec(model=model.name, prompt=gb.PROMPT, negative_prompt=negative, width=px, height=px,
+                     seed=gb.SEED, sampler="Euler", sampler_options=(), schedule="Automatic", steps=n,
+                     cfg=cfg) for n in steps]
 
-    path = str((tiny_sd3 if family == "sd3" else tiny_flux)(folder))
-    cfg, negative = (4.0, "blurry") if family == "sd3" else (1.0, "")  # Flux dev: distilled guidance only
-    spec = CellSpec(model=path, prompt=gb.PROMPT, negative_prompt=negative, width=32, height=32, seed=gb.SEED,
-                    sampler="Euler", sampler_options=(), schedule="Automatic", steps=8, cfg=cfg)
+
+def flow_pipeline_render(specs: list[CellSpec], model: LoadedModel, clock: Clock) -> Render:
+    """Every cell through the model's own StableDiffusion3Pipeline / FluxPipeline call (images only:
+    Flux's pipeline returns packed latents)."""
+    out = []
+    for spec in specs:
+        if clock.expired():
+            raise OutOfTime(f"the per-cell path ran out of its budget after {len(out)} of {len(specs)} cells")
+        sd3 = model.family == "sd3"
+        kw = {"guidance_scale": spec.cfg, "negative_prompt": spec.negative_prompt} if sd3 else {}
+        image = model.pipe(spec.prompt, num_inference_steps=spec.steps, height=spec.height, width=spec.width,
+                           generator=torch.Generator("cpu").manual_seed(spec.seed), **kw).images[0]
+        out.append((torch.zeros(()), image))
+    return out
+
+
+def flow_grid_item(model: LoadedModel, px: int, step_sets: Sequence[Sequence[int]], tolerance: float,
+                   clock: Clock, out: dict[str, Any]) -> None:
+    """The grid benchmark on a flow model: native Euler cells through pipeline.render against one
+    pipeline call per cell; same images when the mean 8-bit pixel difference of every cell is within
+    `tolerance` (a fraction of 255; the flow tests allow 2/255 in float32)."""
+    warm = flow_cells(model, px, [2])
+    engine_render(warm, model, clock)
+    flow_pipeline_render(warm, model, clock)
+    t0 = time.perf_counter()
+    flow_pipeline_render(warm, model, clock)
+    per_step = (time.perf_counter() - t0) / 3  # 2 steps + prompt encoding and decoding
+    estimate = lambda specs: 2.3 * per_step * sum(s.steps + 1 for s in specs)  # noqa: E731
+    fits = [steps for steps in step_sets if estimate(flow_cells(model, px, steps)) <= clock.left()]
+    if not fits:
+        need = estimate(flow_cells(model, px, step_sets[-1]))
+        raise OutOfTime(f"even steps {list(step_sets[-1])} need ~{need:.0f} s, {clock.left():.0f} s left")
+    specs = flow_cells(model, px, fits[0])
+    out["cells"] = {"sampler": "Euler", "steps": list(fits[0]), "cells": len(specs), "cfg": specs[0].cfg,
+                    "seed": gb.SEED, "estimate_s": estimate(specs), "s_per_pipeline_step": per_step}
+    counter = Counter(model.unet)
     try:
-        model = load_model(path, device=device, dtype=dtype)
-        [(_, ours)] = engine_render([spec], model, clock)
-        kw = {"guidance_scale": cfg, "negative_prompt": negative} if family == "sd3" else {}
-        theirs = model.pipe(spec.prompt, num_inference_steps=spec.steps, height=32, width=32,
-                            generator=torch.Generator("cpu").manual_seed(spec.seed), **kw).images[0]
+        measure = lambda fn: gb.measure(fn, counter, model.device)  # noqa: E731
+        engine, ours = measure(lambda: engine_render(specs, model, clock))
+        out["engine"] = engine.as_dict()
+        cells, theirs = measure(lambda: flow_pipeline_render(specs, model, clock))
+        out["per_cell"] = cells.as_dict()
     finally:
-        unload_model()
-    diff = np.abs(np.asarray(ours, dtype=int) - np.asarray(theirs, dtype=int))
-    return {"model": f"tests.tiny_flow_models {family}", "dtype": dtype_name(dtype), "sampler": "Euler",
-            "steps": spec.steps, "cfg": cfg, "mean_pixel_diff": float(diff.mean()) / 255,
-            "max_pixel_diff": int(diff.max()), "tolerance_mean": 2 / 255}
+        counter.remove()
+    out["speedup"] = cells.wall_s / engine.wall_s
+    diffs = [np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int))
+             for (_, a), (_, b) in zip(ours, theirs, strict=True)]
+    worst = max(float(d.mean()) / 255 for d in diffs)
+    out["same_images"] = {"max_mean_pixel_diff": worst, "max_pixel_diff": int(max(d.max() for d in diffs)),
+                          "tolerance": tolerance, "ok": worst <= tolerance,
+                          "cells": [f"Euler {s.steps}" for s in specs]}

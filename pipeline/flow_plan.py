@@ -17,11 +17,13 @@ from typing import Any
 from torch import Tensor
 
 import samplers
+from grids.limits import SpecError
 from pipeline.flow_schedule import check_shift, model_shift, pipeline_sigmas, train_sigmas
 
 
-class FlowOptionError(ValueError):
-    """A flow-only setting on a model that does not take it (or the reverse), or a bad value."""
+class FlowOptionError(SpecError):
+    """A flow-only setting on a model that does not take it (or the reverse), or a bad value: bad
+    input, reported as the grid's other spec errors are (a ValueError)."""
 
 
 def cell_flow_settings(spec: Any) -> tuple[float | None, float | None]:
@@ -54,6 +56,19 @@ def check_flow_options(spec: Any, model: Any) -> None:
         if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or guidance != guidance:
             raise FlowOptionError(
                 f"guidance must be a number (3.5 is FLUX.1-dev's default), got {guidance!r}")
+
+
+def check_cells(specs: list[Any], model: Any) -> None:
+    """check_flow_options for every cell the model renders (a grid is refused before anything is
+    written: no partial files)."""
+    for spec in specs:
+        if spec.model == model.name:
+            check_flow_options(spec, model)
+
+
+def size_multiple(model: Any) -> int:
+    """What image sides must be a multiple of: the VAE factor, times the patch size on SD3 / Flux."""
+    return model.vae_scale_factor * (model.flow.patch if getattr(model, "flow", None) else 1)
 
 
 def cell_shift(spec: Any, model: Any, latent_height: int, latent_width: int) -> float:
