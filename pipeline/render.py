@@ -16,7 +16,7 @@ from torch import Tensor
 import samplers
 from pipeline import prompts
 from pipeline.cache import CellCache
-from pipeline.cells import CellResult, CellState, Progress, RowConditioning
+from pipeline.cells import STOPPED, CellResult, CellState, Progress, RowConditioning
 from pipeline.decode import Decoder
 from pipeline.denoiser import ModelDenoiser
 from pipeline.engine import RunOptions, TickLoop, latent_noise
@@ -131,7 +131,7 @@ def render(cells: Sequence[Any], options: RunOptions | None = None, *,
         model_id = getattr(model, "identity", None)
         use_cache = cache is not None and model_id is not None
         sized = {i: cells[i].sized(model.default_size) for i in indices}
-        todo = []
+        todo, stopped = [], {}
         for i in indices:
             hit = cache.get(sized[i].key(), model_id) if use_cache else None
             if hit is None:
@@ -140,20 +140,24 @@ def render(cells: Sequence[Any], options: RunOptions | None = None, *,
                 cached = CellResult(**{**hit.__dict__, "spec": sized[i], "cached": True})
                 results[i] = _deliver(i, cached, options, progress, calls_made=0)
         if todo:
-            _render_model(model, model_id, sized, todo, options, progress, results)
+            stopped = _render_model(model, model_id, sized, todo, options, progress, results)
         if use_cache:
             for i in todo:
                 if results[i] is not None:
                     cache.put(sized[i].key(), results[i])
+        for i, result in stopped.items():  # never cached: a stop is not the cell's image
+            results[i] = result
     for i, spec in enumerate(cells):
         if results[i] is None:
             results[i] = CellResult(spec=spec, image=None, latents=None, model_calls=0, seconds=0.0,
-                                    error="stopped by the user")
+                                    error=f"{STOPPED} before it started")
     return results
 
 
 def _render_model(model: LoadedModel, model_id: str | None, cells, indices, options, progress,
-                  results) -> None:
+                  results) -> dict[int, CellResult]:
+    """Run `indices` on `model`, filling `results`; returns the cells a stop cut short (with the
+    previews they reached), which the caller adds after caching the finished ones."""
     conds = ConditioningCache(model)
     states = []
     for i in indices:
@@ -174,6 +178,11 @@ def _render_model(model: LoadedModel, model_id: str | None, cells, indices, opti
     loop_options = RunOptions(**{**options.__dict__, "on_cell": collect})
     loop = TickLoop(make_denoiser(model), Decoder(model.pipe), loop_options, progress)
     loop.run(states)
+    stopped = {}
+    for state in loop.stopped:
+        stopped[state.index] = state.result()
+        stopped[state.index].model_id = model_id
+    return stopped
 
 
 def make_denoiser(model: LoadedModel) -> ModelDenoiser:

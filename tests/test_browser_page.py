@@ -67,3 +67,102 @@ def test_ddim_and_heun_cells_carry_no_default_noise_settings(rendered) -> None:
         page.wait_for_function(f"el => el.value.includes('Sampler: {sampler}')", arg=info.element_handle())
         text = info.input_value()
         assert "Eta" not in text and "Sigma noise" not in text, text
+
+
+def test_the_trajectory_number_box_works_on_enter(rendered) -> None:
+    page = rendered
+    page.get_by_role("tab", name="Trajectory").click()
+    image = page.locator("#sg-traj-image img")
+    image.wait_for()
+    before = image.get_attribute("src")
+    box = page.locator("#sg-traj input[type=number]")
+    box.fill("0.3")
+    box.press("Enter")
+    page.wait_for_function("src => { const i = document.querySelector('#sg-traj-image img'); "
+                           "return i && i.getAttribute('src') !== src; }", arg=before)
+
+
+def progress_text(page) -> str:
+    return page.locator("#sg-progress").inner_text()
+
+
+def generate_and_wait(page, text: str) -> str:
+    page.click("#sg-generate")
+    page.wait_for_function("t => document.querySelector('#sg-progress').innerText.includes(t)", arg=text)
+    return progress_text(page)
+
+
+def test_input_errors_show_in_the_progress_line_once_and_without_tracebacks(rendered, capfd, caplog) -> None:
+    page = rendered
+    capfd.readouterr()
+    steps = text_input(page, "sg-steps")
+    steps.fill("abc")
+    line = generate_and_wait(page, "not a whole number")
+    assert "Step counts: 'abc' is not a whole number" in line and "steps: steps" not in line.lower()
+    assert "done" not in line  # the last run's "— done" is gone
+    steps.fill("2, 4, 8")
+    prompt = text_input(page, "sg-prompt")
+    prompt.fill("grinning face " * 400)  # 5,600 characters: refused with the reason, not cut
+    assert len(prompt.input_value()) == 5600
+    line = generate_and_wait(page, "characters long")
+    assert "5,600 characters" in line and "at most 2,000" in line
+    prompt.fill("grinning face")
+    err = capfd.readouterr().err
+    assert "Traceback" not in err, err[-2000:]
+    refused = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused:")]
+    assert len(refused) == 2 and all("\n" not in m for m in refused), refused  # one log line each
+
+
+def test_a_failed_model_load_then_a_good_grid_leaves_the_status_ready(rendered) -> None:
+    page = rendered
+    model = page.locator("input[aria-label='Model'], [data-testid='dropdown'] input").first
+    model.fill("/etc/passwd")
+    model.press("Enter")
+    page.evaluate("""() => { window.__lines = [];
+      new MutationObserver(() => window.__lines.push(document.querySelector('#sg-progress').innerText))
+        .observe(document.querySelector('#sg-progress'), {subtree: true, childList: true,
+                                                          characterData: true}); }""")
+    line = generate_and_wait(page, "not a model")
+    assert "/etc/passwd is not a model" in line  # the whole path, not "passwd"
+    lines = page.evaluate("window.__lines")  # a sign of activity while the model loads
+    assert any("Loading the model /etc/passwd" in t for t in lines), lines
+    assert "load failed" in page.locator("#sg-status").inner_text()
+    model.fill("builtin")
+    model.press("Enter")
+    generate_and_wait(page, "done")
+    page.wait_for_function("() => document.querySelector('#sg-status').innerText.includes('ready')",
+                           timeout=10_000)
+    assert "failed" not in page.locator("#sg-status").inner_text()
+
+
+def test_a_fresh_page_never_shows_not_loaded_once_the_model_is_ready(url: str, browser) -> None:  # noqa: F811
+    page = new_page(browser)
+    page.add_init_script("""window.__seen = [];
+      new MutationObserver(() => { const s = document.querySelector('#sg-status');
+        if (s) window.__seen.push(s.innerText); }).observe(document, {subtree: true, childList: true,
+        characterData: true});""")
+    page.goto(url)
+    page.wait_for_selector("#sg-status :text('ready')", timeout=60_000)
+    seen = page.evaluate("window.__seen")
+    assert not any("not loaded" in s for s in seen), seen
+    page.close()
+
+
+def test_stop_says_what_it_kept_and_shows_how_far_each_cell_got(url: str, browser) -> None:  # noqa: F811
+    page = new_page(browser)
+    page.goto(url)
+    page.wait_for_selector("text=Model: ready", timeout=120_000)
+    set_samplers(page, ["Euler", "DPM++ 2M"])
+    text_input(page, "sg-steps").fill("100, 120, 140")  # long enough to stop in the middle
+    page.click("#sg-generate")
+    page.wait_for_function("() => /model calls [1-9]/.test(document.querySelector('#sg-progress').innerText)")
+    page.click("#sg-stop")
+    page.wait_for_function("() => document.querySelector('#sg-progress').innerText.includes('stopped')")
+    line = progress_text(page)
+    kept = int(re.search(r"Cells (\d+)/6", line).group(1))
+    assert "finished cells kept" not in line
+    if kept == 0:
+        assert "no cell had finished" in line and "how far it got" in line, line
+    else:
+        assert f"{kept} of 6 cells finished" in line, line
+    page.close()

@@ -15,7 +15,7 @@ import gradio as gr
 from ui import handlers as h
 from ui.about import ABOUT_SAMPLERS, INTRO
 from ui.catalogue import GROUPS, PRESETS, descriptions, grouped, schedule_names
-from ui.config import MAX_PROMPT_CHARS, AppConfig
+from ui.config import AppConfig
 from ui.models import ModelHolder
 from ui.settings import AXIS_CHOICES, NO_AXIS, Settings
 from ui.view import display_grid, result_updates
@@ -33,6 +33,7 @@ CSS = """
 #sg-grid .image-container { padding-top: 2.4rem; }
 #sg-grid .image-container > .icon-button-wrapper { top: 0; }
 #sg-status { font-size: .9em; opacity: .85; }
+.sg-error { color: var(--error-text-color, #b91c1c); font-weight: 600; }
 """
 
 
@@ -69,7 +70,9 @@ def build_demo(config: AppConfig, models: ModelHolder) -> gr.Blocks:
     defaults = Settings(model=config.default_model)
     with gr.Blocks(title=TITLE, delete_cache=(1800, 3600)) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
-        status = gr.Markdown(models.status(), elem_id="sg-status")
+        # filled by the page's load event: a value here would be the model's state when the page
+        # was built ("not loaded"), shown to every later visitor until the first timer tick
+        status = gr.Markdown("", elem_id="sg-status")
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=320):
                 c = _controls(config, defaults, groups)
@@ -87,10 +90,9 @@ def _controls(config: AppConfig, d: Settings, groups: dict[str, list[str]]) -> d
     c: dict[str, Any] = {}
     with gr.Row(equal_height=True):
         with gr.Column(scale=4, min_width=220):
-            c["prompt"] = gr.Textbox(d.prompt, label="Prompt", lines=2, max_length=MAX_PROMPT_CHARS,
-                                     elem_id="sg-prompt")
-            c["negative_prompt"] = gr.Textbox(d.negative_prompt, label="Negative prompt", lines=1,
-                                              max_length=MAX_PROMPT_CHARS)
+            # no max_length: the box would cut a long paste silently; the grid refuses it and says so
+            c["prompt"] = gr.Textbox(d.prompt, label="Prompt", lines=2, elem_id="sg-prompt")
+            c["negative_prompt"] = gr.Textbox(d.negative_prompt, label="Negative prompt", lines=1)
         with gr.Column(scale=1, min_width=110):
             c["generate"] = gr.Button("Generate", variant="primary", size="lg", elem_id="sg-generate")
             c["stop"] = gr.Button("Stop", variant="stop", elem_id="sg-stop")
@@ -182,8 +184,9 @@ def _results() -> dict[str, Any]:
                                      elem_id="sg-chart")
         with gr.Tab("Trajectory"):
             r["traj"] = gr.Slider(0, 1, 1, step=0.05, label="Fraction of denoising",
-                                  info="every cell at the same fraction of its steps")
-            r["traj_image"] = gr.Image(label="Denoised estimate", type="pil", interactive=False)
+                                  info="every cell at the same fraction of its steps", elem_id="sg-traj")
+            r["traj_image"] = gr.Image(label="Denoised estimate", type="pil", interactive=False,
+                                       elem_id="sg-traj-image")
         with gr.Tab("Downloads"):
             r["files"] = gr.File(label="Grid, cells, manifest, metrics", file_count="multiple",
                                  interactive=False, elem_id="sg-files")
@@ -213,20 +216,30 @@ def _wire(demo: gr.Blocks, config: AppConfig, models: ModelHolder, groups: dict[
     c["accurate_reference"] = r["accurate_reference"]  # a setting, shown beside the chart it changes
     controls = [c[f] for f in h.FIELDS] + [c[f"group:{g}"] for g in GROUPS]
     result_outputs = [r["progress"], r["grid"], r["gallery"], r["run"], r["chart"], r["verdicts"], r["files"],
-                      r["query"], c["seed"], r["traj_image"]]
+                      r["query"], c["seed"], r["traj_image"], status]
 
     def generate(request: gr.Request, *values: Any):
-        settings = h.settings_from(list(values))
-        job, settings = h.start_job(settings, config, models)
-        query = settings.to_query()
-        for snap in h.run_job(job, request.session_hash or ""):
-            if not snap.done:
-                yield [h.progress_html(snap), display_grid(snap.grid), gr.skip(), gr.skip(), gr.skip(),
-                       gr.skip(), gr.skip(), query, settings.seed, gr.skip()]
-            else:
-                run_id = h.remember(snap.outputs)
-                yield [h.progress_html(snap), *result_updates(snap.outputs, run_id), query, settings.seed,
-                       snap.outputs.trajectory(1.0)]
+        """Stream the grid; a refused input or a failed run is shown in the progress line (where
+        the user is looking, replacing the last run's "done"), not only as a toast."""
+        session = request.session_hash or ""
+        skip = [gr.skip()] * (len(result_outputs) - 2)
+        try:
+            settings = h.settings_from(list(values))
+            if models.needs_loading(settings.model):
+                yield [h.progress_html(None, f"Loading the model {settings.model.strip()}… (the grid "
+                                             "starts when it is ready)"), *skip, models.status()]
+            job, settings = h.start_job(settings, config, models, session)
+            query = settings.to_query()
+            for snap in h.run_job(job, session):
+                if not snap.done:
+                    yield [h.progress_html(snap), display_grid(snap.grid), gr.skip(), gr.skip(), gr.skip(),
+                           gr.skip(), gr.skip(), query, settings.seed, gr.skip(), models.status()]
+                else:
+                    run_id = h.remember(snap.outputs)
+                    yield [h.progress_html(snap), *result_updates(snap, run_id), query, settings.seed,
+                           snap.outputs.trajectory(1.0), models.status()]
+        except gr.Error as err:
+            yield [h.error_html(err.message), *skip, models.status()]
 
     def generate_from_link(request: gr.Request, autorun: bool, *values: Any):
         if autorun:
@@ -254,13 +267,16 @@ def _wire(demo: gr.Blocks, config: AppConfig, models: ModelHolder, groups: dict[
     r["chart_by"].change(lambda by: gr.LinePlot(x_title=by), r["chart_by"], r["chart"], queue=False,
                          api_visibility="private").then(
         _chart, [r["run"], r["chart_by"]], r["chart"], api_visibility="private")
-    r["traj"].release(_trajectory, [r["run"], r["traj"]], r["traj_image"], api_visibility="private")
+    # change, not release: the number box beside the slider (Enter) changes it without a release
+    r["traj"].change(_trajectory, [r["run"], r["traj"]], r["traj_image"], trigger_mode="always_last",
+                     api_visibility="private")
     r["copy"].click(lambda *v: h.settings_from(list(v)).to_query(), controls, r["query"], queue=False,
                     api_visibility="private").then(None, r["query"], r["link"], js=COPY_LINK_JS)
     api["button"].click(_api_render(config, models), api["spec"], [api["image"], api["manifest"]],
                         api_name="render", concurrency_id="render", concurrency_limit=config.concurrency)
     timer.tick(lambda: _status(models), None, [status, timer], api_visibility="private").then(
         lambda: _model_controls(models, groups), None, model_outputs, queue=False, api_visibility="private")
+    demo.load(lambda: _status(models), None, [status, timer], queue=False, api_visibility="private")
     demo.load(_restore(groups), None, [*controls, r["notice"], r["autorun"]],
               api_visibility="private").then(
         generate_from_link, [r["autorun"], *controls], result_outputs, concurrency_id="render",
@@ -315,6 +331,8 @@ def _chart(run_id: str, by: str) -> Any:
 
 
 def _trajectory(run_id: str, fraction: float) -> Any:
+    if not run_id:
+        return gr.skip()
     return h.run_of(run_id).trajectory(float(fraction))
 
 

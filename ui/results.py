@@ -10,7 +10,7 @@ denoising trajectory at a given fraction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,8 @@ from PIL import Image
 from grids.animation import cell_at_fraction
 from grids.layout import GridLabels, LayoutOptions, draw_grid
 from grids.metrics import chart_frame, measure, references_from
+from grids.outputs import cost_caption
+from pipeline.cells import STOPPED
 from ui.runner import GridJob
 
 DOWNLOADS = ("grid.png", "bundle.zip", "animation.gif", "metrics.csv", "manifest.json", "spec.json")
@@ -83,11 +85,41 @@ class RunOutputs:
                    if self.convergence.reference_mode == "accurate" else "its row's last cell")
         return f"**Convergence** (distance of each cell to {against}):\n" + "\n".join(lines)
 
+    @property
+    def unfinished(self) -> int:
+        """Cells a Stop cut short (they have no image; the page shows their last preview)."""
+        return sum(1 for r in self.results if _stopped(r))
+
+    def shown_grid(self) -> Image.Image:
+        """The grid for the page: the written grid, or after a Stop the same grid with each
+        unfinished cell's last denoised estimate (its preview, enlarged) marked "unfinished",
+        so a stopped run still shows how far every cell got. The file on disk keeps placeholders."""
+        if not any(_stopped(r) and r.previews for r in self.results):
+            return self.grid
+        images, captions = [], []
+        for r in self.results:
+            if _stopped(r) and r.previews:
+                images.append(_enlarged(r.previews[max(r.previews)], self.layout.cell_size))
+                captions.append("unfinished: " + r.error.removeprefix(STOPPED).strip().removeprefix("at "))
+            else:
+                images.append(r.image if r.ok else r.error)
+                captions.append(cost_caption(r) if self.layout.overlay else None)
+        return draw_grid(images, self.labels, self.shape, replace(self.layout, overlay=True), captions)
+
     def trajectory(self, fraction: float) -> Image.Image:
         """Every cell's denoised estimate at the same fraction of its own steps (1.0: final images)."""
         images = [cell_at_fraction(r, fraction) if fraction < 1.0 else (r.image if r.ok else r.error)
                   for r in self.results]
         return draw_grid(images, self.labels, self.shape, self.layout)
+
+
+def _stopped(result: Any) -> bool:
+    return not result.ok and (result.error or "").startswith(STOPPED)
+
+
+def _enlarged(preview: Any, size: tuple[int, int] | None) -> Image.Image:
+    image = Image.fromarray(preview.numpy(), "RGB")
+    return image.resize(size, Image.Resampling.NEAREST) if size else image
 
 
 def write_outputs(job: GridJob, seconds: float) -> RunOutputs:

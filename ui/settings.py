@@ -109,7 +109,7 @@ class Settings:
         try:
             return axes.parse_values("steps", self.steps)
         except axes.AxisError as err:
-            raise SpecError(f"Steps: {err}") from err
+            raise SpecError(f"Step counts: {_reason(err, 'steps')}") from err
 
     def _axis(self, pos: str, label: str | None, text: str) -> Axis | None:
         if label is None:
@@ -133,7 +133,7 @@ class Settings:
         try:
             return Axis(name, values)
         except axes.AxisError as err:
-            raise SpecError(f"{pos.upper()} axis: {err}") from err
+            raise SpecError(f"{pos.upper()} axis ({label}): {_reason(err, name)}") from err
 
     # ------------------------------------------------------------------ link
 
@@ -180,6 +180,11 @@ _NUMBERS = {"cfg": (0.0, 100.0), "eta": (0.0, 10.0), "eta_ddim": (0.0, 10.0), "s
             "shift": (0.0, 100.0), "guidance": (0.0, 100.0)}
 _SIDES = {"width", "height"}
 _MAX_TEXT = 4000
+
+
+def _reason(err: Exception, axis: str) -> str:
+    """An axis error's text without its own "<axis>: " prefix (the message names the control)."""
+    return str(err).removeprefix(f"{axis}: ")
 
 
 def _first(raw: Any) -> Any:

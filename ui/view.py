@@ -22,7 +22,9 @@ def display_grid(grid: Image.Image | None) -> Image.Image | None:
     return grid.resize((grid.width * factor, grid.height * factor), Image.Resampling.NEAREST)
 
 
-def result_updates(outputs: Any, run_id: str) -> list[Any]:
-    """Values for grid, gallery, run id, chart, verdicts and files, in the page's order."""
-    return [display_grid(outputs.grid), outputs.gallery(), run_id, outputs.chart("steps"),
+def result_updates(snap: Any, run_id: str) -> list[Any]:
+    """Values for grid, gallery, run id, chart, verdicts and files, in the page's order, from a
+    run's last snapshot (its grid: the written one, or after a Stop the one with previews)."""
+    outputs = snap.outputs
+    return [display_grid(snap.grid), outputs.gallery(), run_id, outputs.chart("steps"),
             outputs.verdicts_markdown(), [str(p) for p in outputs.files]]
