@@ -223,10 +223,19 @@ def run_flow_scheduler(x: Tensor, sigmas: Tensor, noise: CellNoise, param: Param
     The model is called at the scheduler's own sigma with its timestep (sigma * N, which
     the multistep schedulers round), and the scheduler gets the velocity v = (x - D) / sigma.
     Returns the final latent, what a diffusers pipeline decodes.
+
+    FlowMatchEulerDiscreteScheduler given other sigmas than its own spacing follows them (built
+    with shift 1 so it does not shift them again), as the SD3 and Flux pipelines hand it theirs:
+    FluxPipeline's default, linspace(1, 1/N, N) shifted by exp(mu), is not its own spacing.
     """
     scheduler = build(_class_name, _preset, overrides, scheduler_config, seed=noise.seed,
                       shift=param.shift)
     scheduler.set_timesteps(len(sigmas) - 1, device=x.device)
+    own = own_sigmas(scheduler)
+    if _class_name == "FlowMatchEulerDiscreteScheduler" and float(sigmas[-1]) == 0 and (
+            len(own) != len(sigmas) or not torch.allclose(own, sigmas.double().cpu(), rtol=1e-3, atol=1e-4)):
+        scheduler = build(_class_name, _preset, overrides, scheduler_config, seed=noise.seed, shift=1.0)
+        scheduler.set_timesteps(sigmas=sigmas[:-1].double().cpu().numpy(), device=x.device)
     if len(own_sigmas(scheduler)) != len(sigmas):
         # DEIS and SA-Solver on flow sigmas end with a step of length 0 at their last sigma:
         # n sigmas for n steps, and that last step leaves the sample where it is (skipped).

@@ -275,3 +275,25 @@ def test_flow_snippet_renders_the_same_image(request, which, family, changes, tm
     theirs = np.asarray(Image.open(tmp_path / "cell.png"), dtype=np.float64) / 255
     assert mean_diff(ours.image, theirs) < MAX_MEAN_DIFF
     assert diffusers_snippet(replace(spec, sampler="DPM++ 2M"), str(path), family) is None
+
+
+@pytest.mark.parametrize("sampler", ["diffusers:FlowMatchEulerDiscreteScheduler", "Euler (diffusers, flow)"])
+@pytest.mark.parametrize("which,cfg", [("sd3_path", 4.0), ("flux_path", 1.0), ("flux_schnell_path", 1.0)])
+def test_diffusers_flow_euler_reproduces_the_pipeline_default(request, which, cfg, sampler):
+    """The pipelines' own scheduler through the adapter: SD3's own spacing, and FluxPipeline's
+    linspace(1, 1/N, N) shifted by exp(mu), which is not the scheduler's own spacing."""
+    path = request.getfixturevalue(which)
+    spec = cell(path, sampler=sampler, steps=8, cfg=cfg, negative="blurry" if cfg > 1 else "")
+    ours = render([spec])[0]
+    assert ours.ok, ours.error
+    assert mean_diff(ours.image, pipeline_image(which, path, spec)) < MAX_MEAN_DIFF
+
+
+def test_diffusers_flow_schedulers_run_in_a_flow_grid(flux_path):
+    from samplers.diffusers_adapter import FLOW_SUFFIX
+
+    names = ["Heun", "DPM++ 2M", "UniPC"]
+    results = render([cell(flux_path, sampler=f"{n}{FLOW_SUFFIX}", steps=6, cfg=1.0) for n in names]
+                     + [cell(flux_path, sampler="DPM++ 2M (diffusers)", steps=6, cfg=1.0)])
+    assert all(r.ok for r in results[:3]), [r.error for r in results]
+    assert not results[3].ok and "flow" in results[3].error  # an SD-family scheduler, refused
