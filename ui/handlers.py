@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from ui.catalogue import GROUPS, PRESET_BY_NAME
+from ui.catalogue import GROUPS, PRESET_BY_NAME, grouped
 from ui.config import AppConfig
 from ui.models import ModelHolder
 from ui.settings import Settings
@@ -43,11 +43,17 @@ FIELDS = ("prompt", "negative_prompt", "model", "steps", "schedule", "cfg", "eta
 
 
 def settings_from(values: list[Any]) -> Settings:
-    """Settings from the page's control values: FIELDS then one sampler list per group."""
+    """Settings from the page's control values: FIELDS then one sampler list per group.
+
+    The samplers come in the menu's order (groups top to bottom, each in its listed order), not
+    the order they were ticked: the grid's rows then read as the checklist does, and the default
+    selection is the default (a link leaves it out)."""
     named = dict(zip(FIELDS, values[: len(FIELDS)], strict=True))
     chosen: list[str] = []
-    for group in values[len(FIELDS):]:
-        chosen.extend(group or [])
+    for group, picked in zip(GROUPS, values[len(FIELDS):], strict=False):
+        menu = grouped()[group]
+        picked = list(picked or [])
+        chosen.extend(sorted(picked, key=lambda s: menu.index(s) if s in menu else len(menu)))
     named["seed"] = _seed(named["seed"])
     for side in ("width", "height"):
         named[side] = _whole(side, named[side])
