@@ -41,11 +41,7 @@ def cell_sigmas(spec: Any, model: LoadedModel) -> tuple[Tensor, dict[str, Any]]:
     info, implied = samplers.resolve(spec.sampler)
     options = dict(spec.sampler_options)
     if model.is_flow:
-        if info.family == "diffusers":
-            raise CellSetupError(f"{spec.sampler!r} is a diffusers sampler; diffusers samplers do not "
-                                 f"run on {model.family} models yet — use a native sampler such as Euler")
-        f = model.vae_scale_factor
-        return flow_sigmas(spec, model, spec.height // f, spec.width // f), options
+        return _flow_cell_sigmas(spec, model, info, implied, options)
     if info.family == "diffusers":
         schedule = implied if spec.schedule == "Automatic" and implied is not None else spec.schedule
         options = {**diffusers_adapter.schedule_overrides(schedule, info.name), **options,
@@ -56,6 +52,24 @@ def cell_sigmas(spec: Any, model: LoadedModel) -> tuple[Tensor, dict[str, Any]]:
         # every schedule type takes `family`; only Align Your Steps reads it
         sig = samplers.sigmas(spec.schedule, spec.steps, model.train_sigmas, sampler=spec.sampler,
                               family="SDXL" if model.family == "sdxl" else "SD1.5")
+    return sig.double(), options
+
+
+def _flow_cell_sigmas(spec: Any, model: LoadedModel, info: Any, implied: str | None,
+                      options: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
+    """A flow cell's sigmas: the native samplers' and FlowMatchEulerDiscreteScheduler's from
+    pipeline.flow_plan (Automatic = the model's own pipeline; the scheduler follows them as the
+    pipelines make it); the other diffusers flow schedulers' own spacing at the cell's shift."""
+    lh, lw = spec.height // model.vae_scale_factor, spec.width // model.vae_scale_factor
+    if info.family != "diffusers":
+        return flow_sigmas(spec, model, lh, lw), options
+    options = {**options, "scheduler_config": dict(model.scheduler_config)}
+    if info.fn.keywords.get("_class_name") == "FlowMatchEulerDiscreteScheduler":
+        return flow_sigmas(spec, model, lh, lw), options
+    schedule = implied if spec.schedule == "Automatic" and implied is not None else spec.schedule
+    options = {**diffusers_adapter.schedule_overrides(schedule, info.name), **options}
+    table = samplers.flow_train_sigmas(cell_shift(spec, model, lh, lw))
+    sig = samplers.sigmas("Automatic", spec.steps, table, sampler=info.name, sampler_options=options)
     return sig.double(), options
 
 

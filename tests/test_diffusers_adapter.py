@@ -319,7 +319,9 @@ def test_the_brownian_tree_is_queried_inside_its_interval_with_the_same_noise(sc
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="Should have")
         quiet = samplers.sample(name, MODEL.denoiser, x, sig, seed=3, **flags)
-    monkeypatch.setattr(diffusers_adapter, "_brownian_noise_inside_its_tree", lambda *a: None)
+    from samplers import diffusers_run
+
+    monkeypatch.setattr(diffusers_run, "_brownian_noise_inside_its_tree", lambda *a: None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         before = samplers.sample(name, MODEL.denoiser, x, sig, seed=3, **flags)
