@@ -299,7 +299,8 @@ def _wire(demo: gr.Blocks, config: AppConfig, models: ModelHolder, groups: dict[
     api["button"].click(_api_render(config, models), api["spec"], [api["image"], api["manifest"]],
                         api_name="render", concurrency_id="render", concurrency_limit=config.concurrency)
     timer.tick(lambda: _status(models), None, [status, timer], api_visibility="private").then(
-        lambda: _model_controls(models, groups), None, model_outputs, queue=False, api_visibility="private")
+        lambda: _model_controls(models, groups), None, model_outputs, queue=False, api_visibility="private",
+        show_progress="hidden")  # a spinner over the sampler checklists on every status tick looked busy
     demo.load(lambda: _status(models), None, [status, timer], queue=False, api_visibility="private")
     demo.load(_restore(groups), None, [*controls, r["notice"], r["autorun"]],
               api_visibility="private").then(
