@@ -140,6 +140,15 @@ def flow_scheduler(cell: CellSpec, family: str) -> SchedulerChoice:
         if choice.class_name not in _FLOW_CLASSES and not choice.config.get("use_flow_sigmas"):
             raise NoDiffusersEquivalent(f"{cell.sampler} is an SD-family scheduler; it does not run on "
                                         f"{family} models")
+        if family == "flux" and choice.class_name == "FlowMatchHeunDiscreteScheduler":
+            raise NoDiffusersEquivalent("FluxPipeline hands its scheduler sigmas, which "
+                                        "FlowMatchHeunDiscreteScheduler does not take")
+        if choice.class_name != "FlowMatchEulerDiscreteScheduler" and cell.shift is None:
+            # the engine gives them the model's own shift (Flux: exp(mu) for the cell's size), which a
+            # pipeline's config does not carry under their flow_shift key
+            raise NoDiffusersEquivalent(f"{cell.sampler} on a {family} model runs at the model's own "
+                                        "shift, which a script cannot set from the pipeline's config; "
+                                        "give the cell a shift to get a script")
     elif info.name == "Euler" and cell.schedule in ("Automatic", "Simple") and not cell.sampler_options:
         call = {}
         if cell.schedule == "Simple" and family == "sd3":  # Flux's default is Simple already
