@@ -31,6 +31,7 @@ from pipeline.model_sources import (  # noqa: F401  (the errors are this module'
     load_pipeline,
     resolve,
 )
+from samplers.plan import ModelFacts
 from samplers.schedules import train_sigmas_from_alphas_cumprod
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
@@ -73,6 +74,12 @@ class LoadedModel:
     @property
     def vae(self) -> torch.nn.Module:
         return self.pipe.vae
+
+    @property
+    def facts(self) -> ModelFacts:
+        """What the sampling plan needs to know about this model (samplers.plan.plan_cell)."""
+        return ModelFacts(family=self.family, prediction_type=self.prediction_type,
+                          train_sigmas=self.train_sigmas, scheduler_config=self.scheduler_config)
 
     @property
     def model_hash(self) -> str:

@@ -2,56 +2,34 @@
 
 This is the engine's front door for the CLI, the app and the benchmark:
 `render(cells, options)` returns one CellResult per cell, in order, and
-streams each through `options.on_cell` as soon as it is ready.
+streams each through `options.on_cell` as soon as it is ready (pipeline.engine.Delivery).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
-from torch import Tensor
 
 import samplers
+from core.cells import CellResult, CellSpec
+from core.progress import Progress
 from pipeline import prompts
 from pipeline.cache import CellCache
-from pipeline.cells import CellResult, CellState, Progress, RowConditioning
+from pipeline.cell_state import CellState, RowConditioning
 from pipeline.decode import Decoder
 from pipeline.denoiser import ModelDenoiser
-from pipeline.engine import RunOptions, TickLoop, latent_noise
+from pipeline.engine import Delivery, RunOptions, TickLoop, latent_noise
 from pipeline.models import LoadedModel, load_model
-from samplers import diffusers_adapter
 from samplers.noise import CellNoise, sigma_range
+from samplers.plan import denoiser_calls, plan_cell
 
 
 class CellSetupError(ValueError):
     """A cell that cannot start (bad size, sampler option, schedule for this sampler)."""
 
 
-def cell_sigmas(spec: Any, model: LoadedModel) -> tuple[Tensor, dict[str, Any]]:
-    """The sigmas a cell runs and the options its sampler gets.
-
-    A diffusers sampler gets the config flags of the cell's schedule type for its class
-    (refused, naming what works, when the class cannot follow the type). Align Your Steps
-    uses the SDXL list on SDXL models and the SD1.5 list otherwise.
-    """
-    info, implied = samplers.resolve(spec.sampler)
-    options = dict(spec.sampler_options)
-    if info.family == "diffusers":
-        schedule = implied if spec.schedule == "Automatic" and implied is not None else spec.schedule
-        options = {**diffusers_adapter.schedule_overrides(schedule, info.name), **options,
-                   "scheduler_config": dict(model.scheduler_config)}
-        sig = samplers.sigmas("Automatic", spec.steps, model.train_sigmas, sampler=info.name,
-                              sampler_options=options)
-    else:
-        # every schedule type takes `family`; only Align Your Steps reads it
-        sig = samplers.sigmas(spec.schedule, spec.steps, model.train_sigmas, sampler=spec.sampler,
-                              family="SDXL" if model.family == "sdxl" else "SD1.5")
-    return sig.double(), options
-
-
-def latent_shape(spec: Any, model: LoadedModel) -> tuple[int, int, int, int]:
+def latent_shape(spec: CellSpec, model: LoadedModel) -> tuple[int, int, int, int]:
     f = model.vae_scale_factor
     if spec.width % f or spec.height % f or spec.width <= 0 or spec.height <= 0:
         raise CellSetupError(
@@ -60,17 +38,18 @@ def latent_shape(spec: Any, model: LoadedModel) -> tuple[int, int, int, int]:
     return (1, model.latent_channels, spec.height // f, spec.width // f)
 
 
-def start_cell(index: int, spec: Any, model: LoadedModel, cond: RowConditioning) -> CellState:
-    """A cell's noise, sigmas and sampler generator, ready for the tick loop."""
-    sig, options = cell_sigmas(spec, model)
+def start_cell(index: int, spec: CellSpec, model: LoadedModel, cond: RowConditioning) -> CellState:
+    """A cell's plan, noise and sampler generator, ready for the tick loop."""
+    plan = plan_cell(spec, model.facts)
+    sig = plan.sigmas
     # The noise is drawn in the model's dtype, as diffusers draws it (so a seed
     # gives diffusers' image on a GPU too); the sampler's own state stays
     # float32 and only the UNet input is cast down.
     noise0, generator = latent_noise(spec.seed, latent_shape(spec, model), model.dtype)
     x = noise0.to(model.device, torch.float32) * float(sig[0])
     noise = CellNoise(spec.seed, *sigma_range(sig), generator=generator)
-    gen = samplers.start_generator(spec.sampler, x, sig.to(model.device), noise, **options)
-    return CellState(index, spec, gen, sig, cond)
+    gen = samplers.start_generator(spec.sampler, x, sig.to(model.device), noise, **plan.options)
+    return CellState(index, spec, plan, gen, cond)
 
 
 class ConditioningCache:
@@ -81,7 +60,7 @@ class ConditioningCache:
         self.prompts = prompts.PromptCache(model)
         self._items: dict[tuple, RowConditioning] = {}
 
-    def get(self, spec: Any) -> RowConditioning:
+    def get(self, spec: CellSpec) -> RowConditioning:
         key = (spec.prompt, spec.negative_prompt, spec.width, spec.height)
         if key not in self._items:
             cond, uncond = self.prompts.pair(spec.prompt, spec.negative_prompt)
@@ -94,10 +73,10 @@ class ConditioningCache:
         return self._items[key]
 
 
-def render(cells: Sequence[Any], options: RunOptions | None = None, *,
+def render(cells: Sequence[CellSpec], options: RunOptions | None = None, *,
            cache: CellCache | None = None,
            loader: Callable[[str], LoadedModel] = load_model) -> list[CellResult]:
-    """Render cells (grids.CellSpec) batched across cells; one result per cell, in order.
+    """Render cells batched across cells; one result per cell, in order.
 
     Cells without a width/height get the model's default size; each result
     carries the sized spec and the identity of the model that rendered it. Models are loaded
@@ -107,7 +86,9 @@ def render(cells: Sequence[Any], options: RunOptions | None = None, *,
     """
     options = options or RunOptions()
     results: list[CellResult | None] = [None] * len(cells)
-    progress = Progress(cells_total=len(cells), calls_total=sum(c.denoiser_calls() for c in cells))
+    planned = [denoiser_calls(c) for c in cells]
+    progress = Progress(cells_total=len(cells), calls_total=sum(planned))
+    deliver = Delivery(options, progress, results)
     by_model: dict[str, list[int]] = {}
     for i, spec in enumerate(cells):
         by_model.setdefault(spec.model, []).append(i)
@@ -115,59 +96,38 @@ def render(cells: Sequence[Any], options: RunOptions | None = None, *,
         if options.should_stop and options.should_stop():
             break
         model = loader(model_name)
-        model_id = getattr(model, "identity", None)
-        use_cache = cache is not None and model_id is not None
+        deliver.model_id = getattr(model, "identity", None)
+        use_cache = cache is not None and deliver.model_id is not None
         sized = {i: cells[i].sized(model.default_size) for i in indices}
         todo = []
         for i in indices:
-            hit = cache.get(sized[i].key(), model_id) if use_cache else None
+            hit = cache.get(sized[i].key(), deliver.model_id) if use_cache else None
             if hit is None:
                 todo.append(i)
             else:
-                cached = CellResult(**{**hit.__dict__, "spec": sized[i], "cached": True})
-                results[i] = _deliver(i, cached, options, progress, calls_made=0)
+                deliver(i, CellResult(**{**hit.__dict__, "spec": sized[i], "cached": True}),
+                        planned=planned[i], made=0)
         if todo:
-            _render_model(model, model_id, sized, todo, options, progress, results)
+            _render_model(model, sized, todo, options, progress, deliver, planned)
         if use_cache:
             for i in todo:
                 if results[i] is not None:
                     cache.put(sized[i].key(), results[i])
     for i, spec in enumerate(cells):
         if results[i] is None:
-            results[i] = CellResult(spec=spec, image=None, latents=None, model_calls=0, seconds=0.0,
-                                    error="stopped by the user")
+            results[i] = CellResult.failed(spec, "stopped by the user")
     return results
 
 
-def _render_model(model: LoadedModel, model_id: str | None, cells, indices, options, progress,
-                  results) -> None:
+def _render_model(model: LoadedModel, cells: dict[int, CellSpec], indices: list[int], options: RunOptions,
+                  progress: Progress, deliver: Delivery, planned: list[int]) -> None:
     conds = ConditioningCache(model)
     states = []
     for i in indices:
         try:
             states.append(start_cell(i, cells[i], model, conds.get(cells[i])))
         except ValueError as err:
-            results[i] = _deliver(i, CellResult(spec=cells[i], image=None, latents=None, model_calls=0,
-                                                seconds=0.0, error=str(err), model_id=model_id),
-                                  options, progress, calls_made=0)
-    user_on_cell = options.on_cell
-
-    def collect(index: int, result: CellResult) -> None:
-        result.model_id = model_id
-        results[index] = result
-        if user_on_cell:
-            user_on_cell(index, result)
-
-    loop_options = RunOptions(**{**options.__dict__, "on_cell": collect})
+            deliver(i, CellResult.failed(cells[i], str(err)), planned=planned[i], made=0)
     loop = TickLoop(ModelDenoiser(model.unet, model.train_sigmas, model.prediction_type),
-                    Decoder(model.pipe), loop_options, progress)
+                    Decoder(model.pipe), options, progress, deliver)
     loop.run(states)
-
-
-def _deliver(i: int, result: CellResult, options: RunOptions, progress: Progress, *,
-             calls_made: int) -> CellResult:
-    progress.cells_done += 1
-    progress.settle(result.spec, calls_made)
-    if options.on_cell:
-        options.on_cell(i, result)
-    return result

@@ -260,10 +260,8 @@ def scheduler_sigmas(name: str, steps: int, train_sigmas: Tensor | None = None,
     """The sigmas diffusers sampler `name` runs at `steps` steps (for display and the engine)."""
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a whole number >= 1, got {steps!r}")
-    sampler = info_for(name)
-    fn = sampler.fn
-    scheduler = _build(fn.keywords["_class_name"], fn.keywords["_preset"], overrides,
-                       scheduler_config)
+    class_name, preset = scheduler_of(name)
+    scheduler = _build(class_name, preset, overrides, scheduler_config)
     scheduler.set_timesteps(steps)
     return own_sigmas(scheduler)
 
@@ -296,7 +294,7 @@ def schedule_overrides(schedule: str, sampler: str | None = None) -> dict[str, A
                 f"diffusers schedulers cannot follow the {schedule!r} schedule; they can follow: "
                 f"Automatic, {', '.join(SCHEDULE_FLAGS)}")
         return dict(SCHEDULE_FLAGS[schedule])
-    class_name = info_for(sampler).fn.keywords["_class_name"]
+    class_name = scheduler_of(sampler)[0]
     keys = _config_keys(_scheduler_class(class_name))
     followable = _followable(class_name, keys)
     if schedule not in followable:
@@ -348,6 +346,18 @@ def _info(name: str, class_name: str, preset: dict[str, Any], description: str) 
     return SamplerInfo(
         name=name, fn=fn, kind=kind, calls_per_step=2 if class_name in _TWO_CALLS else 1,
         default_schedule=None, description=description, family="diffusers", options=options)
+
+
+def scheduler_of(name: str) -> tuple[str, dict[str, Any]]:
+    """The diffusers scheduler class a diffusers sampler runs and the config preset it starts
+    from: "DPM++ 2M (diffusers)" -> ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True, ...})."""
+    info_for(name)  # refuses an unknown name or an unsupported class, naming the choices
+    if name.startswith(PREFIX):
+        return name[len(PREFIX):].strip(), {}
+    for a1111, class_name, preset, _ in EQUIVALENTS:
+        if name == f"{a1111} (diffusers)":
+            return class_name, dict(preset)
+    raise UnknownSamplerError(f"unknown diffusers sampler {name!r}")
 
 
 @functools.cache

@@ -22,15 +22,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from core.limits import MAX_STEPS  # a longer schedule only re-visits the same noise levels
 from samplers.registry import suggest
 
 SCHEDULES: tuple[str, ...] = (
     "Automatic", "Uniform", "Karras", "Exponential", "Polyexponential", "SGM Uniform",
     "KL Optimal", "Align Your Steps", "Simple", "Normal", "DDIM", "Beta",
 )
-
-# A schedule longer than the training schedule only re-visits the same noise levels.
-MAX_STEPS = 1000
 
 # Sabour, Fidler & Kreis 2024, "Align Your Steps: Optimizing Sampling Schedules in
 # Diffusion Models" — the published 10-step noise levels (NVIDIA's how-to page).

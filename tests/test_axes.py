@@ -113,8 +113,8 @@ def test_labels(axis: str, value: object, text: str) -> None:
 
 
 def test_every_axis_has_a1111s_label() -> None:
-    assert [t.label for t in AXES.values()] == [
-        "Sampler", "Schedule type", "Steps", "CFG Scale", "Seed", "Eta", "Sigma noise", "Prompt S/R",
+    assert [t.label for t in AXES.values()] == [  # in the order the app's menus list them
+        "Sampler", "Steps", "Schedule type", "CFG Scale", "Seed", "Eta", "Sigma noise", "Prompt S/R",
         "Negative prompt", "Size", "Checkpoint name"]
 
 
