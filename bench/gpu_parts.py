@@ -30,7 +30,7 @@ import torch
 # imports of the project's packages (the layout may move; only these lines follow it).
 from bench import grid_bench as gb
 from bench.models import build_flow_pipeline, build_pipeline
-from grids.cells import CellSpec
+from core.cells import CellSpec
 from pipeline.engine import (  # noqa: F401 (the first two are gpu_capacity's)
     ACTIVATION_BYTES_PER_LATENT_PIXEL,
     FREE_SHARE,
