@@ -90,7 +90,7 @@ def random_model(kind: str, device: torch.device, dtype: torch.dtype, tokenizer_
     pipe.to(dtype=dtype)
     for module in pipe.components.values():
         if isinstance(module, torch.nn.Module):
-            module.eval()  # as from_pretrained leaves them
+            module.train(False)  # eval mode, as from_pretrained leaves them
     # a path that names no file: the model's identity matches nothing else
     model = describe_model(f"random:{kind}", pipe, device, dtype, Path(f"<random {kind}>"), ())
     place_model(model)

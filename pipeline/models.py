@@ -212,7 +212,7 @@ def from_pipeline(name: str, pipe: Any, *, device: str | torch.device | None = N
     dt = _dtype(dtype, dev)
     for part in pipe.components.values():
         if isinstance(part, torch.nn.Module):
-            part.eval()  # as from_pretrained leaves them: a freshly built T5 would apply dropout
+            part.train(False)  # eval mode, as from_pretrained leaves it (a fresh T5 would apply dropout)
     if pipe.dtype != dt:
         pipe = pipe.to(dtype=dt)
     model = _describe(name, pipe, dev, dt, Path(f"<in memory: {name}>"), ())
