@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from samplers.noise import CellNoise
+from samplers.noise import CellNoise, ClampedQueries
 from samplers.parametrisation import Parametrisation
 from samplers.registry import SamplerOptionError, UnknownSamplerError, suggest
 
@@ -121,6 +121,23 @@ def _step_kwargs(scheduler, generator: torch.Generator) -> dict[str, Any]:
     return {"generator": generator} if "generator" in params else {}
 
 
+def _brownian_noise_inside_its_tree(scheduler, sample: Tensor) -> None:
+    """A scheduler with a Brownian-tree noise sampler (DPMSolverSDEScheduler): build it as its
+    first step() would (same sample, interval and seed, so the same noise) with its queries
+    clamped into the tree's rounded interval (samplers.noise.ClampedQueries says why)."""
+    if getattr(scheduler, "noise_sampler", False) is not None:
+        return  # none, or already built
+    module = importlib.import_module(type(scheduler).__module__)
+    make = getattr(module, "BrownianTreeNoiseSampler", None)
+    if make is None:
+        return
+    sigmas = scheduler.sigmas
+    lo, hi = sigmas[sigmas > 0].min().item(), sigmas.max().item()
+    sampler = make(sample, lo, hi, scheduler.noise_sampler_seed)
+    sampler.tree = ClampedQueries(sampler.tree, lo, hi)
+    scheduler.noise_sampler = sampler
+
+
 def run_scheduler(x: Tensor, sigmas: Tensor, noise: CellNoise, *, _class_name: str,
                   _preset: dict[str, Any], scheduler_config: dict[str, Any] | None = None,
                   **overrides: Any):
@@ -140,6 +157,7 @@ def run_scheduler(x: Tensor, sigmas: Tensor, noise: CellNoise, *, _class_name: s
             scheduler.set_timesteps(len(sigmas) - 1, device=x.device)  # _check_matches says why
     _check_matches(_class_name, scheduler, sigmas)
     sample = x / sigmas[0].to(x.dtype) * scheduler.init_noise_sigma
+    _brownian_noise_inside_its_tree(scheduler, sample)
     kwargs = _step_kwargs(scheduler, noise.generator)
     timesteps = scheduler.timesteps
     if _final_step_is_noop(scheduler):

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from grids import defaults
 from tests.test_browser import CHROMIUM, DONE, browser, set_samplers, text_input, url  # noqa: F401
 
 pytestmark = pytest.mark.skipif(not CHROMIUM or not __import__("pathlib").Path(CHROMIUM).exists(),
@@ -165,4 +166,71 @@ def test_stop_says_what_it_kept_and_shows_how_far_each_cell_got(url: str, browse
         assert "no cell had finished" in line and "how far it got" in line, line
     else:
         assert f"{kept} of 6 cells finished" in line, line
+    page.close()
+
+
+def test_the_cells_tab_mirrors_the_grid_and_shows_a_clicked_cell_large(rendered) -> None:
+    page = rendered
+    page.get_by_role("tab", name="Cells").click()
+    gallery = page.locator("#sg-gallery")
+    columns = page.evaluate("""() => getComputedStyle(document.querySelector('#sg-gallery .grid-container'))
+        .gridTemplateColumns.split(' ').length""")
+    assert columns == 3  # the grid's 3 step counts, not a fixed 6
+    assert gallery.locator(".caption-label").count() == 0  # no captions over the thumbnails
+    assert "Click a cell" not in gallery.inner_text()  # no label over the first thumbnail
+    gallery.locator("img").last.click()
+    image = page.locator("#sg-cell img")
+    page.wait_for_function("() => { const i = document.querySelector('#sg-cell img'); "
+                           "return i && i.naturalWidth >= 384; }")
+    assert image.bounding_box()["width"] >= 256  # not 64x64 px
+    page.wait_for_function("() => document.querySelector('#sg-cell').innerText.includes('DDIM')")
+    title = page.locator("#sg-cell").inner_text()
+    steps = re.search(r"Steps: (\d+)", title).group(1)  # the cell's labels, as the title
+    info = text_input(page, "sg-cell-info").input_value()
+    assert "Sampler: DDIM" in info and f"Steps: {steps}," in info
+    assert page.locator("#sg-snippet").is_visible()  # the code beside the A1111 text, same tab
+
+
+def test_sampler_names_read_plainly_on_one_line(rendered) -> None:
+    page = rendered
+    label = page.locator(".sg-samplers label").filter(has_text="DPM++ 2M SDE Heun").first
+    assert "montserrat" not in label.evaluate("e => getComputedStyle(e).fontFamily").lower()
+    line = label.evaluate("e => parseFloat(getComputedStyle(e).lineHeight) || 20")
+    assert label.bounding_box()["height"] < 2 * line + 16  # one line, not wrapped
+
+
+def test_a_wide_grid_fills_the_panel_and_generate_is_off_while_it_runs(url: str, browser) -> None:  # noqa: F811
+    page = new_page(browser)
+    page.goto(url)
+    page.wait_for_selector("text=Model: ready", timeout=120_000)
+    link = page.get_by_role("tab", name="Share")
+    link.click()
+    page.click("#sg-copy")
+    box = text_input(page, "sg-link")
+    page.wait_for_function("el => el.value.startsWith('http')", arg=box.element_handle())
+    assert box.input_value().endswith(f"/?seed={defaults.SEED}")  # nothing changed: only the seed
+    page.get_by_role("tab", name="Cells").click()
+    set_samplers(page, ["Euler"])
+    text_input(page, "sg-steps").fill("2, 3, 4, 5, 6, 7")  # six columns
+    page.click("#sg-generate")
+    page.wait_for_function("() => document.querySelector('#sg-generate').disabled")
+    page.wait_for_selector(DONE, timeout=120_000)
+    page.wait_for_function("() => !document.querySelector('#sg-generate').disabled")
+    ratio = page.evaluate("""() => document.querySelector('#sg-grid img').getBoundingClientRect().width /
+        document.querySelector('#sg-grid').getBoundingClientRect().width""")
+    assert ratio > 0.9, ratio  # scaled to the panel, not shown at 1x with empty space beside it
+    page.locator("input[aria-label='Preset comparison']").click()
+    page.get_by_role("option", name="A1111 vs diffusers").click()
+    page.locator(".sg-samplers label").filter(has_text="Euler (diffusers)").first.wait_for(state="visible")
+    page.close()
+
+
+def test_on_a_phone_the_grid_comes_right_after_the_prompt(url: str, browser) -> None:  # noqa: F811
+    page = new_page(browser, 390, 844)
+    page.goto(url)
+    page.wait_for_selector("#sg-generate")
+    y = {k: page.locator(sel).first.bounding_box()["y"] for k, sel in
+         (("prompt", "#sg-prompt"), ("generate", "#sg-generate"), ("grid", "#sg-grid"),
+          ("steps", "#sg-steps"))}
+    assert y["prompt"] < y["grid"] and y["generate"] < y["grid"] < y["steps"], y
     page.close()

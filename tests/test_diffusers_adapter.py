@@ -303,3 +303,27 @@ def test_config_keys_the_model_only_defaulted_are_left_to_the_new_class_as_diffu
     written = dict(loaded, _use_default_values=[])  # the same values written in the file: kept
     leading = diffusers_adapter.scheduler_sigmas("Euler (diffusers)", 4, scheduler_config=written)
     assert float(leading[0]) < 10
+
+
+@pytest.mark.parametrize("schedule", ["Karras", "SGM Uniform", "DDIM"])
+def test_the_brownian_tree_is_queried_inside_its_interval_with_the_same_noise(schedule, monkeypatch):
+    """diffusers' DPM++ SDE builds its torchsde tree on the exact schedule ends, which torchsde
+    rounds inwards; queries at the ends used to warn "Should have ta>=t0" (or tb<=t1). Clamped
+    into the rounded interval they give the same increments: the same image, no warning."""
+    import warnings
+
+    name = "DPM++ SDE (diffusers)"
+    sig = samplers.sigmas(schedule, 6, TRAIN, sampler=name)
+    flags = diffusers_adapter.schedule_overrides(schedule, name)
+    x = _start(sig, shape=(1, 4, 4, 4))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Should have")
+        quiet = samplers.sample(name, MODEL.denoiser, x, sig, seed=3, **flags)
+    from samplers import diffusers_run
+
+    monkeypatch.setattr(diffusers_run, "_brownian_noise_inside_its_tree", lambda *a: None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        before = samplers.sample(name, MODEL.denoiser, x, sig, seed=3, **flags)
+    assert any("Should have" in str(w.message) for w in caught)  # the case this is about
+    assert torch.equal(quiet, before)

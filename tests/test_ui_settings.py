@@ -13,6 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import samplers
+from core.limits import MAX_SIDE
+from grids import defaults
 from grids.spec import SpecError
 from ui import catalogue
 from ui.config import AppConfig, ModelNotAllowedError
@@ -28,7 +30,7 @@ def test_default_grid_is_steps_across_and_one_row_per_sampler() -> None:
     spec = Settings().to_spec()
     assert spec.x.axis == "steps" and list(spec.x.values) == [5, 10, 20, 40]
     assert spec.y.axis == "sampler" and [v.sampler for v in spec.y.values] == list(Settings().samplers)
-    assert spec.z is None and spec.model == "builtin" and spec.seed == 1234
+    assert spec.z is None and spec.model == "builtin" and spec.seed == defaults.SEED
 
 
 def test_controls_not_on_an_axis_are_fixed_settings() -> None:
@@ -62,8 +64,22 @@ def test_link_round_trips_every_setting() -> None:
 
 
 def test_link_always_carries_the_seed_and_only_changed_settings() -> None:
-    assert Settings().to_query() == "seed=1234"
-    assert Settings(cfg=8.0).to_query() == "cfg=8&seed=1234"
+    assert Settings().to_query() == f"seed={defaults.SEED}"
+    assert Settings(cfg=8.0).to_query() == f"cfg=8&seed={defaults.SEED}"
+
+
+def test_the_checklist_order_is_the_grid_row_order_and_the_default_link_is_short() -> None:
+    """Samplers come in the menu's order whatever order they were ticked in, so the grid's rows
+    read as the checklist does, and the untouched default selection stays out of the link."""
+    values = values_from(Settings(), catalogue.grouped())
+    deterministic = len(FIELDS) + catalogue.GROUPS.index("Deterministic")
+    values[deterministic] = list(reversed(values[deterministic]))  # ticked bottom-up
+    settings = settings_from(values)
+    menu = [name for group in catalogue.GROUPS for name in catalogue.grouped()[group]]
+    assert list(settings.samplers) == sorted(settings.samplers, key=menu.index)
+    assert settings.samplers == defaults.SAMPLERS and settings.to_query() == f"seed={defaults.SEED}"
+    rows = [v.sampler for v in settings.to_spec().y.values]
+    assert rows == list(defaults.SAMPLERS)
 
 
 @settings(max_examples=60, deadline=None)
@@ -80,7 +96,7 @@ def test_bad_link_parameters_keep_defaults_and_say_why() -> None:
                                           "eta": ["nan"], "prompt": ["x" * 5000], "unknown": ["1"]})
     assert back == Settings()
     assert [w.split(" ignored: ")[1] for w in warnings] == [
-        "must be a number", "must be 0 (model default) or a multiple of 8 up to 4096",
+        "must be a number", f"must be 0 (model default) or a multiple of 8 up to {MAX_SIDE}",
         f"unknown axis; pick one of {', '.join(AXIS_CHOICES)}", "must be a whole number",
         "must be a finite number", "longer than 4000 characters"]
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from ui.catalogue import GROUPS, PRESET_BY_NAME
+from ui.catalogue import GROUPS, PRESET_BY_NAME, grouped
 from ui.config import AppConfig
 from ui.models import ModelHolder
 from ui.settings import Settings
@@ -43,11 +43,17 @@ FIELDS = ("prompt", "negative_prompt", "model", "steps", "schedule", "cfg", "eta
 
 
 def settings_from(values: list[Any]) -> Settings:
-    """Settings from the page's control values: FIELDS then one sampler list per group."""
+    """Settings from the page's control values: FIELDS then one sampler list per group.
+
+    The samplers come in the menu's order (groups top to bottom, each in its listed order), not
+    the order they were ticked: the grid's rows then read as the checklist does, and the default
+    selection is the default (a link leaves it out)."""
     named = dict(zip(FIELDS, values[: len(FIELDS)], strict=True))
     chosen: list[str] = []
-    for group in values[len(FIELDS):]:
-        chosen.extend(group or [])
+    for group, picked in zip(GROUPS, values[len(FIELDS):], strict=False):
+        menu = grouped()[group]
+        picked = list(picked or [])
+        chosen.extend(sorted(picked, key=lambda s: menu.index(s) if s in menu else len(menu)))
     named["seed"] = _seed(named["seed"])
     for side in ("width", "height"):
         named[side] = _whole(side, named[side])
@@ -114,12 +120,14 @@ def progress_html(snap: Snapshot | None, message: str = "") -> str:
     """The progress bar: cells, model calls, elapsed and time left."""
     if snap is None:
         return f'<div class="sg-progress idle">{html.escape(message)}</div>'
-    frac = snap.calls_done / snap.calls_total if snap.calls_total else 0.0
+    p = snap.progress
+    frac = p.calls_done / p.calls_total if p.calls_total else 0.0
     if snap.done:
         frac = 1.0 if not snap.status.startswith("stopped") else frac
-    eta = "" if snap.eta is None or snap.done else f" · about {snap.eta:.0f} s left"
-    text = (f"Cells {snap.cells_done}/{snap.cells_total} · model calls {snap.calls_done:,}/"
-            f"{snap.calls_total:,} · {snap.elapsed:.1f} s{eta}")
+    eta = p.eta_seconds
+    left = "" if eta is None or snap.done else f" · about {eta:.0f} s left"
+    text = (f"Cells {p.cells_done}/{p.cells_total} · model calls {p.calls_done:,}/"
+            f"{p.calls_total:,} · {p.elapsed:.1f} s{left}")
     status = f" — {html.escape(snap.status)}" if snap.status else ""
     return (f'<div class="sg-progress"><progress value="{frac:.4f}" max="1"></progress>'
             f'<span class="sg-progress-text">{text}{status}</span></div>')

@@ -18,16 +18,33 @@ from ui.catalogue import GROUPS, PRESETS, descriptions, grouped, schedule_names
 from ui.config import AppConfig
 from ui.models import ModelHolder
 from ui.settings import AXIS_CHOICES, NO_AXIS, Settings
-from ui.view import display_grid, result_updates
+from ui.view import display_cell, display_grid, result_updates
 
 QUICK_STEPS = ("4, 8, 12, 16", "5, 10, 20, 40", "10, 20, 40, 80", "1-50 [6]")
 TITLE = "Sampler Grid"
+# The Soft theme's Montserrat draws a capital E as "Ɛ" ("Ɛuler", "DƐIS"): sampler names need a
+# plain sans-serif, and the system's needs no download (the app runs offline).
+FONT = ("ui-sans-serif", "system-ui", "Segoe UI", "Helvetica", "Arial", "DejaVu Sans", "sans-serif")
 
 CSS = """
 .sg-progress { display: flex; align-items: center; gap: .75em; min-height: 2em; }
 .sg-progress progress { flex: 0 0 35%; height: 1em; accent-color: var(--color-accent); }
 .sg-progress-text { font-variant-numeric: tabular-nums; }
-#sg-grid img { image-rendering: pixelated; }
+#sg-grid img, #sg-cell img, #sg-gallery img, #sg-traj-image img { image-rendering: pixelated; }
+/* the grid fills the panel's width whatever its column count (display_grid sends it at least
+   that wide, so the browser only ever scales it down) */
+#sg-grid img { width: 100%; height: auto; max-height: none; object-fit: contain; }
+/* sampler names on one line each, the checklist's order being the grid's row order */
+.sg-samplers label { white-space: nowrap; }
+/* phone: prompt and Generate, then the results, then the other controls (not every control
+   before the grid) — the controls column dissolves into the page's column and is reordered */
+@media (max-width: 720px) {
+  #sg-main { flex-direction: column; flex-wrap: nowrap; }
+  #sg-controls { display: contents; }
+  #sg-controls > * { order: 3; }
+  #sg-controls > #sg-top { order: 1; }
+  #sg-results { order: 2; }
+}
 /* the grid starts below the label and the download/fullscreen buttons, which would cover the
    last column's label */
 #sg-grid .image-container { padding-top: 2.4rem; }
@@ -61,7 +78,7 @@ SET_URL_JS = """(q) => { history.replaceState(null, '', q ? '?' + q : location.p
 
 def launch_kwargs() -> dict[str, Any]:
     """Theme, CSS and page script for `demo.launch(**launch_kwargs())`."""
-    return {"css": CSS, "js": tooltip_js(descriptions()), "theme": gr.themes.Soft()}
+    return {"css": CSS, "js": tooltip_js(descriptions()), "theme": gr.themes.Soft(font=FONT)}
 
 
 def build_demo(config: AppConfig, models: ModelHolder) -> gr.Blocks:
@@ -73,10 +90,10 @@ def build_demo(config: AppConfig, models: ModelHolder) -> gr.Blocks:
         # filled by the page's load event: a value here would be the model's state when the page
         # was built ("not loaded"), shown to every later visitor until the first timer tick
         status = gr.Markdown("", elem_id="sg-status")
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=2, min_width=320):
+        with gr.Row(equal_height=False, elem_id="sg-main"):
+            with gr.Column(scale=2, min_width=320, elem_id="sg-controls"):
                 c = _controls(config, defaults, groups)
-            with gr.Column(scale=3, min_width=320):
+            with gr.Column(scale=3, min_width=320, elem_id="sg-results"):
                 r = _results()
         with gr.Accordion("About samplers: ancestral, Karras, SDE, 2M/2S, equal cost", open=False):
             gr.Markdown(ABOUT_SAMPLERS)
@@ -88,7 +105,7 @@ def build_demo(config: AppConfig, models: ModelHolder) -> gr.Blocks:
 
 def _controls(config: AppConfig, d: Settings, groups: dict[str, list[str]]) -> dict[str, Any]:
     c: dict[str, Any] = {}
-    with gr.Row(equal_height=True):
+    with gr.Row(equal_height=True, elem_id="sg-top"):
         with gr.Column(scale=4, min_width=220):
             # no max_length: the box would cut a long paste silently; the grid refuses it and says so
             c["prompt"] = gr.Textbox(d.prompt, label="Prompt", lines=2, elem_id="sg-prompt")
@@ -105,8 +122,9 @@ def _controls(config: AppConfig, d: Settings, groups: dict[str, list[str]]) -> d
         with gr.Row(elem_classes="sg-samplers"):
             for group in GROUPS[:-1]:
                 c[f"group:{group}"] = _sampler_group(group, groups, d)
-        with gr.Accordion(f"diffusers schedulers ({len(groups['diffusers'])})", open=False):
+        with gr.Accordion(f"diffusers schedulers ({len(groups['diffusers'])})", open=False) as more:
             c["group:diffusers"] = _sampler_group("diffusers", groups, d)
+        c["diffusers_open"] = more
     with gr.Row():
         c["steps"] = gr.Textbox(d.steps, label="Step counts", info='A1111 syntax: "5, 10, 20", "10-40 [4]"',
                                 scale=3, elem_id="sg-steps")
@@ -149,7 +167,7 @@ def _controls(config: AppConfig, d: Settings, groups: dict[str, list[str]]) -> d
 
 def _sampler_group(group: str, groups: dict[str, list[str]], d: Settings) -> gr.CheckboxGroup:
     return gr.CheckboxGroup(groups[group], value=[s for s in d.samplers if s in groups[group]], label=group,
-                            elem_classes="sg-samplers", min_width=140)
+                            elem_classes="sg-samplers", min_width=180)
 
 
 def _results() -> dict[str, Any]:
@@ -162,13 +180,17 @@ def _results() -> dict[str, Any]:
     r["run"] = gr.State("")
     with gr.Tabs():
         with gr.Tab("Cells"):
-            r["gallery"] = gr.Gallery(label="Click a cell", columns=6, height="auto", allow_preview=False,
+            gr.Markdown("Click a cell to see it large, with its A1111 parameters and diffusers code.")
+            r["gallery"] = gr.Gallery(show_label=False, columns=6, height="auto", allow_preview=False,
                                       object_fit="contain", buttons=[], elem_id="sg-gallery")
-            with gr.Row():
-                r["cell_image"] = gr.Image(label="Cell", type="filepath", interactive=False, scale=1)
-                r["cell_info"] = gr.Textbox(label="A1111 parameters (paste into PNG Info)", lines=6,
-                                            buttons=["copy"], interactive=False, scale=2,
-                                            elem_id="sg-cell-info")
+            with gr.Row(equal_height=False):
+                r["cell_image"] = gr.Image(label="Cell", type="pil", interactive=False, scale=1,
+                                           format="png", elem_id="sg-cell", buttons=["download"])
+                with gr.Column(scale=1, min_width=300):
+                    r["cell_info"] = gr.Textbox(label="A1111 parameters (paste into PNG Info)", lines=6,
+                                                buttons=["copy"], interactive=False, elem_id="sg-cell-info")
+                    r["snippet"] = gr.Code(label="diffusers code for this cell", language="python",
+                                           elem_id="sg-snippet")
         with gr.Tab("Convergence"):
             with gr.Row():
                 r["chart_by"] = gr.Radio(["steps", "model calls"], value="steps", label="Horizontal axis",
@@ -190,7 +212,6 @@ def _results() -> dict[str, Any]:
         with gr.Tab("Downloads"):
             r["files"] = gr.File(label="Grid, cells, manifest, metrics", file_count="multiple",
                                  interactive=False, elem_id="sg-files")
-            r["snippet"] = gr.Code(label="diffusers code for the selected cell", language="python")
         with gr.Tab("Share"):
             r["query"] = gr.Textbox(visible=False)
             r["copy"] = gr.Button("Copy link", elem_id="sg-copy")
@@ -247,18 +268,21 @@ def _wire(demo: gr.Blocks, config: AppConfig, models: ModelHolder, groups: dict[
         else:  # a generator that yields nothing would blank every output (the seed among them)
             yield [gr.skip()] * len(result_outputs)
 
-    gen = c["generate"].click(generate, controls, result_outputs, concurrency_id="render",
-                              concurrency_limit=config.concurrency, api_visibility="private",
-                              show_progress="hidden")
+    # Generate is off while its grid runs (a second press would only queue the same grid again)
+    gen = c["generate"].click(lambda: gr.Button(interactive=False), None, c["generate"], queue=False,
+                              api_visibility="private").then(
+        generate, controls, result_outputs, concurrency_id="render", concurrency_limit=config.concurrency,
+        api_visibility="private", show_progress="hidden")
+    gen.then(lambda: gr.Button(interactive=True), None, c["generate"], queue=False, api_visibility="private")
     gen.then(None, r["query"], None, js=SET_URL_JS)
     model_outputs = [c["shift"], c["guidance"], *(c[f"group:{g}"] for g in GROUPS)]
     gen.then(lambda: _model_controls(models, groups), None, model_outputs, queue=False,
              api_visibility="private")
     c["stop"].click(_stop, None, r["progress"], queue=False, api_visibility="private")
     c["dice"].click(h.random_seed, None, c["seed"], queue=False, api_visibility="private")
-    c["preset"].input(lambda name: h.apply_preset(name, groups), c["preset"],
-                      [*(c[f"group:{g}"] for g in GROUPS), c["steps"], c["schedule"]], queue=False,
-                      api_visibility="private")
+    c["preset"].input(lambda name: _preset(name, groups), c["preset"],
+                      [*(c[f"group:{g}"] for g in GROUPS), c["steps"], c["schedule"], c["diffusers_open"]],
+                      queue=False, api_visibility="private")
     c["quick_steps"].input(lambda v: v, c["quick_steps"], c["steps"], queue=False, api_visibility="private")
     r["gallery"].select(_select_cell, r["run"], [r["cell_image"], r["cell_info"], r["snippet"]],
                         api_visibility="private")
@@ -318,9 +342,18 @@ def _restore(groups: dict[str, list[str]]):
     return restore
 
 
-def _select_cell(run_id: str, evt: gr.SelectData) -> tuple[Any, str, str]:
-    outputs = h.run_of(run_id)
-    return outputs.cell_view(evt.index)
+def _preset(name: str, groups: dict[str, list[str]]) -> list[Any]:
+    """A preset's controls; the diffusers accordion opens when the preset ticks samplers in it."""
+    values = h.apply_preset(name, groups)
+    uses_diffusers = bool(values[GROUPS.index("diffusers")])
+    return [*values, gr.Accordion(open=True) if uses_diffusers else gr.skip()]
+
+
+def _select_cell(run_id: str, evt: gr.SelectData) -> list[Any]:
+    """The clicked cell large (nearest-neighbour, as the grid), titled by its labels, with its
+    A1111 text and diffusers code beside it."""
+    image, caption, info, snippet = h.run_of(run_id).cell_view(evt.index)
+    return [gr.Image(value=display_cell(image), label=caption or "Cell"), info, snippet]
 
 
 def _chart(run_id: str, by: str) -> Any:

@@ -20,7 +20,7 @@ from grids.animation import cell_at_fraction
 from grids.layout import GridLabels, LayoutOptions, draw_grid
 from grids.metrics import chart_frame, measure, references_from
 from grids.outputs import cost_caption
-from pipeline.cells import STOPPED
+from pipeline.cell_state import STOPPED
 from ui.runner import GridJob
 
 DOWNLOADS = ("grid.png", "bundle.zip", "animation.gif", "metrics.csv", "manifest.json", "spec.json")
@@ -52,24 +52,22 @@ class RunOutputs:
     def _record(self, index: int) -> dict[str, Any]:
         return self.manifest["cells"][index]
 
-    def gallery(self) -> list[tuple[str, str]]:
-        """Every cell that has an image, with its axis labels as caption."""
-        items = []
-        for i, cell in enumerate(self.cells):
-            record = self._record(i)
-            if record.get("file"):
-                caption = ", ".join(label for label in cell.labels if label)
-                items.append((str(self.folder / record["file"]), caption))
-        return items
+    def gallery(self) -> list[str]:
+        """Every cell that has an image, in the grid's order (the gallery has as many columns as
+        the grid; no captions over the thumbnails: a clicked cell shows its labels)."""
+        return [str(self.folder / self._record(i)["file"]) for i in range(len(self.cells))
+                if self._record(i).get("file")]
 
-    def cell_view(self, gallery_index: int) -> tuple[str | None, str, str]:
-        """(image path, A1111 parameters, diffusers snippet) of the gallery's n-th cell."""
-        with_files = [self._record(i) for i in range(len(self.cells)) if self._record(i).get("file")]
+    def cell_view(self, gallery_index: int) -> tuple[str | None, str, str, str]:
+        """(image path, its axis labels, A1111 parameters, diffusers snippet) of the gallery's n-th cell."""
+        with_files = [i for i in range(len(self.cells)) if self._record(i).get("file")]
         if not 0 <= gallery_index < len(with_files):
-            return None, "", ""
-        record = with_files[gallery_index]
+            return None, "", "", ""
+        index = with_files[gallery_index]
+        record = self._record(index)
+        caption = " · ".join(label for label in self.cells[index].labels if label)
         snippet = record.get("diffusers_snippet") or "# diffusers has no equivalent of this sampler"
-        return str(self.folder / record["file"]), record["parameters"], snippet
+        return str(self.folder / record["file"]), caption, record["parameters"], snippet
 
     def chart(self, by: str = "steps") -> Any:
         """Tidy rows for the convergence chart (a DataFrame): series, x (steps or model calls),

@@ -26,29 +26,30 @@ from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from grids.limits import MAX_SEED, SpecError
+from core.axes import AXIS_LABELS
+from core.limits import MAX_SEED, MAX_SIDE, SpecError
+from grids import defaults
 
 if TYPE_CHECKING:
     from grids.spec import Axis, GridSpec
 
 NO_AXIS = "Nothing"
 # The axes a user can pick, by A1111's labels, in the order the menus list them.
-AXIS_CHOICES = ("Sampler", "Steps", "Schedule type", "CFG Scale", "Seed", "Eta", "Sigma noise",
-                "Prompt S/R", "Negative prompt", "Size", "Checkpoint name", "Shift", "Distilled CFG Scale")
-DEFAULT_SAMPLERS = ("Euler", "Euler a", "DPM++ 2M", "DPM++ 2M SDE", "Heun", "UniPC")
+AXIS_CHOICES = AXIS_LABELS
+DEFAULT_SAMPLERS = defaults.SAMPLERS
 
 
 @dataclass(frozen=True)
 class Settings:
     """Every control's value. Axis fields hold A1111 labels ("Steps"); values are text."""
 
-    prompt: str = "grinning face"
-    negative_prompt: str = ""
+    prompt: str = defaults.PROMPT
+    negative_prompt: str = defaults.NEGATIVE_PROMPT
     model: str = "builtin"
     samplers: tuple[str, ...] = DEFAULT_SAMPLERS
-    steps: str = "5, 10, 20, 40"
+    steps: str = defaults.STEPS
     schedule: str = "Automatic"
-    cfg: float = 5.0
+    cfg: float = defaults.CFG
     eta: float = 1.0
     eta_ddim: float = 0.0
     s_noise: float = 1.0
@@ -56,7 +57,7 @@ class Settings:
     guidance: float = 0.0
     width: int = 0
     height: int = 0
-    seed: int = 1234
+    seed: int = defaults.SEED
     x_axis: str = "Steps"
     x_values: str = ""
     y_axis: str = "Sampler"
@@ -215,8 +216,8 @@ def _convert(name: str, raw: Any) -> Any:
         return number
     if name in _SIDES:
         side = _number(value, int)
-        if not 0 <= side <= 4096 or side % 8:
-            raise ValueError("must be 0 (model default) or a multiple of 8 up to 4096")
+        if not 0 <= side <= MAX_SIDE or side % 8:
+            raise ValueError(f"must be 0 (model default) or a multiple of 8 up to {MAX_SIDE}")
         return side
     if name == "seed":
         seed = _number(value, int)
