@@ -37,7 +37,7 @@ def main() -> int:
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
-    served = serve_in_process(AppConfig(out_root=Path(tempfile.mkdtemp(prefix="shots-"))), 300,
+    served = serve_in_process(AppConfig(out_root=Path(tempfile.mkdtemp(prefix="shots-"))), 600,
                               page_assets=True)
     url = f"{served.url}?seed={defaults.SEED}"  # the default grid (grids.defaults), rendered on load
     try:
@@ -45,7 +45,7 @@ def main() -> int:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             for name, size in (("app-desktop", (1400, 1000)), ("app-phone", (390, 844))):
                 page = browser.new_page(viewport={"width": size[0], "height": size[1]})
-                page.set_default_timeout(300_000)
+                page.set_default_timeout(1_200_000)  # a busy 2-core machine: minutes
                 page.goto(url)
                 page.wait_for_selector(DONE)
                 load_lazy_images(page)
