@@ -24,8 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.cells import Cell, CellSpec  # noqa: E402
 from grids import metrics  # noqa: E402
-from grids.cells import Cell, CellSpec  # noqa: E402
 from pipeline.render import render  # noqa: E402
 
 SAMPLERS = "Euler,DPM++ 2M,Euler a,DPM2 a,DPM++ 2M SDE,DPM++ SDE"

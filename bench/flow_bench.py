@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from bench.models import FLOW_CONFIGS, _seeded_on
-from grids.cells import CellSpec
+from core.cells import CellSpec
 from pipeline.engine import RunOptions
 from pipeline.flow_denoiser import unpack
 from pipeline.models import LoadedModel, from_pipeline

@@ -30,7 +30,7 @@ import torch
 # imports of the project's packages (the layout may move; only these lines follow it).
 from bench import grid_bench as gb
 from bench.models import build_flow_pipeline, build_pipeline
-from grids.cells import CellSpec
+from core.cells import CellSpec
 from pipeline.engine import (  # noqa: F401 (the first two are gpu_capacity's)
     ACTIVATION_BYTES_PER_LATENT_PIXEL,
     FREE_SHARE,
@@ -90,7 +90,7 @@ def random_model(kind: str, device: torch.device, dtype: torch.dtype, tokenizer_
     pipe.to(dtype=dtype)
     for module in pipe.components.values():
         if isinstance(module, torch.nn.Module):
-            module.eval()  # as from_pretrained leaves them
+            module.train(False)  # eval mode, as from_pretrained leaves them
     # a path that names no file: the model's identity matches nothing else
     model = describe_model(f"random:{kind}", pipe, device, dtype, Path(f"<random {kind}>"), ())
     place_model(model)

@@ -50,10 +50,13 @@ import diffusers  # noqa: E402
 from diffusers import StableDiffusionPipeline  # noqa: E402
 
 from bench.models import DEFAULT_CACHE, build_model, parameter_counts  # noqa: E402
-from grids.cells import CellSpec  # noqa: E402
+from core.cells import (
+    CellResult,  # noqa: E402
+    CellSpec,  # noqa: E402
+)
 from pipeline.cache import CellCache  # noqa: E402
-from pipeline.cells import CellResult  # noqa: E402
-from pipeline.engine import RunOptions, auto_max_batch  # noqa: E402
+from pipeline.engine import RunOptions
+from pipeline.memory import auto_max_batch  # noqa: E402
 from pipeline.models import LoadedModel, load_model  # noqa: E402
 from pipeline.render import render  # noqa: E402
 
@@ -163,7 +166,7 @@ class PathStats:
     """One measured render: wall time, UNet calls, rows and time inside the UNet, peak memory."""
 
     wall_s: float
-    model_calls: int
+    unet_calls: int
     model_rows: int
     unet_s: float
     start_rss_mb: float
@@ -173,7 +176,7 @@ class PathStats:
 
     @property
     def calls_per_s(self) -> float:
-        return self.model_calls / self.wall_s
+        return self.unet_calls / self.wall_s
 
     @property
     def rows_per_s(self) -> float:
@@ -402,7 +405,7 @@ def print_path(label: str, s: PathStats) -> None:
            + ("" if s.peak_rss_is_per_path else " (process peak)"))
     if s.peak_cuda_mb is not None:
         mem += f", peak CUDA {s.peak_cuda_mb:8.0f} MiB"
-    print(f"{label:10s} {s.wall_s:8.2f} s  {s.model_calls:5d} UNet calls ({s.calls_per_s:6.2f}/s)  "
+    print(f"{label:10s} {s.wall_s:8.2f} s  {s.unet_calls:5d} UNet calls ({s.calls_per_s:6.2f}/s)  "
           f"{s.model_rows:5d} rows ({s.rows_per_s:6.2f}/s)  in UNet {s.unet_s:7.2f} s  {mem}", flush=True)
 
 

@@ -20,8 +20,8 @@ Public API:
     GridFolder / FolderOptions                    a run's output folder (cells, grid, manifest, ...)
 
 Submodules load on first use (PEP 562 module __getattr__), so that importing a
-torch-free part — `grids.limits`, say, from the app's page — does not import
-torch through the rest.
+torch-free part from the app's page does not import torch through the rest (the
+torch-free vocabulary itself, CellSpec and Limits, lives in core/).
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ _EXPORTS = {
     "animation": ("AnimationError", "animate", "axis_frames", "trajectory_frames"),
     "axes": ("AXES", "AxisError", "AxisType", "SamplerValue", "Size", "axis_type", "canonical_axis",
              "format_value", "format_values", "label", "parse_values", "value_to_json"),
-    "cells": ("Cell", "CellSpec"),
+    "core.cells": ("Cell", "CellSpec"),
     "exports": ("ExportError", "encode_image", "write_zip"),
-    "limits": ("GridTooLargeError", "Limits", "SpecError"),
+    "core.limits": ("GridTooLargeError", "Limits", "SpecError"),
     "outputs": ("FolderOptions", "GridFolder", "OutputFolderError"),
     "reader": ("InfotextError", "parse_parameters", "read_parameters", "to_cell_settings"),
     "snippet": ("NoDiffusersEquivalent", "diffusers_snippet", "snippet_unavailable_reason"),
@@ -50,7 +50,7 @@ def __getattr__(name: str) -> Any:
     module = _HOME.get(name)
     if module is None:
         raise AttributeError(f"module 'grids' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"grids.{module}"), name)
+    value = getattr(importlib.import_module(module if "." in module else f"grids.{module}"), name)
     globals()[name] = value  # later lookups skip this function
     return value
 

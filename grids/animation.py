@@ -21,7 +21,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from grids.cells import Cell
+from core.cells import Cell
 from grids.layout import CellImage, GridLabels, LayoutOptions, draw_grid, kind_tag
 from grids.textfit import fit_text, text_width
 

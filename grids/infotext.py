@@ -34,10 +34,10 @@ from typing import Any
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-import samplers
+from core.cells import CellSpec
 from grids import axes
-from grids.cells import CellSpec
 from grids.spec import ETA_DDIM_SAMPLERS, GridSpec
+from samplers.plan import cell_schedule
 from version import __version__
 
 PNG_KEY = "parameters"
@@ -67,15 +67,6 @@ def format_number(value: float) -> str:
     return repr(round(float(value), 8))
 
 
-def resolved_schedule(sampler: str, schedule: str) -> str | None:
-    """The schedule type a cell actually runs: "Automatic" becomes the sampler's default;
-    None for samplers that pick their own sigmas (DPM fast/adaptive, diffusers' own)."""
-    info = samplers.info(sampler)
-    if not info.uses_schedule:
-        return None
-    return info.default_schedule if schedule == "Automatic" else schedule
-
-
 def model_label(name: str) -> str:
     """A model's name as A1111 shows it: the file or folder name, without a checkpoint extension
     ("/models/v1-5-pruned.safetensors" -> "v1-5-pruned"; "org/model" -> "model")."""
@@ -102,7 +93,7 @@ def cell_fields(cell: CellSpec, model_name: str, model_hash: str = "") -> dict[s
     out: dict[str, Any] = {
         "Steps": cell.steps,
         "Sampler": cell.sampler,
-        "Schedule type": resolved_schedule(cell.sampler, cell.schedule),
+        "Schedule type": cell_schedule(cell),
         "CFG scale": float(cell.cfg),
         "Seed": cell.seed,
         "Size": size,

@@ -30,8 +30,8 @@ from PIL import Image
 from torch import Tensor
 
 import samplers
+from core.cells import Cell, CellSpec
 from grids import axes
-from grids.cells import Cell, CellSpec
 from grids.ssim import fits_ssim, pixel_rmse, ssim
 
 # 1% of the 0..1 range in RMS (PSNR 40 dB): differences nobody sees side by side, 6x the
@@ -260,7 +260,7 @@ def measure(cells: Sequence[Cell], results: Sequence[Any],
     """Distances of every cell to its series' reference, and a verdict per series.
 
     results: one per cell, in the cells' order, each with .spec, .image (PIL or None),
-    .latents (Tensor or None), .model_calls, .ok (and .error when failed), e.g.
+    .latents (Tensor or None), .denoiser_calls, .ok (and .error when failed), e.g.
     pipeline's CellResult. references: None (each series' highest step count) or
     {series_key: rendered result or PIL image}, e.g. from references_from(). metric:
     "auto" (pixel RMSE where a series has images, else latent RMSE), "pixel_rmse" or
@@ -335,7 +335,7 @@ def _row(label: str, spec: CellSpec, result: Any, ref: _Reference, index: int) -
                 sim = ssim(result.image, ref.image)
         if result.latents is not None and ref.latents is not None:
             lat = latent_rmse(result.latents, ref.latents)
-    return CellDistance(label, spec.sampler, spec.schedule, spec.steps, result.model_calls, pix, sim, lat,
+    return CellDistance(label, spec.sampler, spec.schedule, spec.steps, result.denoiser_calls, pix, sim, lat,
                         ref.description, note)
 
 

@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from core.cells import Cell, CellSpec
 from grids import exports, infotext, journal
 from grids.animation import animate, axis_frames
-from grids.cells import Cell, CellSpec
 from grids.layout import GridLabels, LayoutOptions, draw_grid
 from grids.snippet import diffusers_snippet
 from grids.spec import GridSpec, expand
@@ -126,7 +126,7 @@ def cost_caption(result: Any) -> str | None:
     """A cell's cost as its overlay caption ("1.2 s · 40 calls"); None for a failed cell."""
     if not result.ok:
         return None
-    return f"{result.seconds:.1f} s · {result.model_calls} calls"
+    return f"{result.seconds:.1f} s · {result.denoiser_calls} calls"
 
 
 class GridFolder:
@@ -216,7 +216,7 @@ class GridFolder:
         record = {"index": index, "ix": cell.ix, "iy": cell.iy, "iz": cell.iz,
                   "labels": dict(zip("xyz", cell.labels, strict=True)),
                   "settings": {**spec.fields(), "sampler_options": dict(spec.sampler_options)},
-                  "model_calls": result.model_calls, "seconds": round(result.seconds, 4),
+                  "model_calls": result.denoiser_calls, "seconds": round(result.seconds, 4),
                   "cached": result.cached, "parameters": params, "file": None, "sha256": None,
                   "error": result.error,
                   "diffusers_snippet": diffusers_snippet(spec, spec.model, getattr(model, "family", None))}

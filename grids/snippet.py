@@ -32,9 +32,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import samplers
+from core.cells import CellSpec
 from grids import infotext
-from grids.cells import CellSpec
 from samplers import diffusers_adapter
+from samplers.plan import cell_schedule, schedule_type, shown_schedule
 
 # Schedule types diffusers has no flag for, and the flag set that lays out the same timesteps.
 # A1111's Normal and Uniform both space timesteps evenly from 999 to 0, and Simple takes every
@@ -71,10 +72,9 @@ def diffusers_scheduler(cell: CellSpec) -> SchedulerChoice:
         info, implied = samplers.resolve(cell.sampler)
     except ValueError as err:
         raise NoDiffusersEquivalent(str(err)) from err
-    schedule = implied if cell.schedule == "Automatic" and implied else cell.schedule
     if info.family == "diffusers":
-        return _adapter_cell(info, schedule, cell)
-    return _native_cell(info, schedule, cell)
+        return _adapter_cell(info, schedule_type(info, cell.schedule, implied), cell)
+    return _native_cell(info, shown_schedule(info, cell.schedule, implied) or "Automatic", cell)
 
 
 def _adapter_cell(info: samplers.SamplerInfo, schedule: str, cell: CellSpec) -> SchedulerChoice:
@@ -88,8 +88,7 @@ def _adapter_cell(info: samplers.SamplerInfo, schedule: str, cell: CellSpec) -> 
         flags = diffusers_adapter.schedule_overrides(schedule, info.name)
     except ValueError as err:
         raise NoDiffusersEquivalent(str(err)) from err
-    fn = info.fn.keywords
-    class_name, preset = fn["_class_name"], fn["_preset"]
+    class_name, preset = diffusers_adapter.scheduler_of(info.name)
     # every sigma flag is explicit in `flags`; the False ones the preset did not set are
     # diffusers' defaults anyway, so the script leaves them out
     flags = {k: v for k, v in flags.items() if v is not False or k in preset}
@@ -99,12 +98,13 @@ def _adapter_cell(info: samplers.SamplerInfo, schedule: str, cell: CellSpec) -> 
     return SchedulerChoice(class_name, config, {}, same_image=True)
 
 
-def _native_cell(info: samplers.SamplerInfo, schedule: str, cell: CellSpec) -> SchedulerChoice:
+def _native_cell(info: samplers.SamplerInfo, ran: str, cell: CellSpec) -> SchedulerChoice:
+    """A cell of this app's own sampler: diffusers' equivalent on the schedule type that ran
+    (`ran`; "Automatic" for a sampler that picks its own sigmas)."""
     entry = next((e for e in diffusers_adapter.EQUIVALENTS if e[0] == info.name), None)
     if entry is None:
         raise NoDiffusersEquivalent(f"diffusers has no scheduler for {info.name}")
     _, class_name, preset, _ = entry
-    ran = infotext.resolved_schedule(info.name, schedule) or "Automatic"
     flags = diffusers_adapter.SCHEDULE_FLAGS.get(NEAR_SCHEDULES.get(ran, ran))
     if flags is None:
         raise NoDiffusersEquivalent(
@@ -140,6 +140,15 @@ def flow_scheduler(cell: CellSpec, family: str) -> SchedulerChoice:
         if choice.class_name not in _FLOW_CLASSES and not choice.config.get("use_flow_sigmas"):
             raise NoDiffusersEquivalent(f"{cell.sampler} is an SD-family scheduler; it does not run on "
                                         f"{family} models")
+        if family == "flux" and choice.class_name == "FlowMatchHeunDiscreteScheduler":
+            raise NoDiffusersEquivalent("FluxPipeline hands its scheduler sigmas, which "
+                                        "FlowMatchHeunDiscreteScheduler does not take")
+        if choice.class_name != "FlowMatchEulerDiscreteScheduler" and cell.shift is None:
+            # the engine gives them the model's own shift (Flux: exp(mu) for the cell's size), which a
+            # pipeline's config does not carry under their flow_shift key
+            raise NoDiffusersEquivalent(f"{cell.sampler} on a {family} model runs at the model's own "
+                                        "shift, which a script cannot set from the pipeline's config; "
+                                        "give the cell a shift to get a script")
     elif info.name == "Euler" and cell.schedule in ("Automatic", "Simple") and not cell.sampler_options:
         call = {}
         if cell.schedule == "Simple" and family == "sd3":  # Flux's default is Simple already
@@ -207,7 +216,7 @@ def diffusers_snippet(cell: CellSpec, model_name: str, family: str | None = None
 
 
 def _summary(cell: CellSpec) -> str:
-    schedule = infotext.resolved_schedule(cell.sampler, cell.schedule)
+    schedule = cell_schedule(cell)
     parts = [cell.sampler, f"Schedule type: {schedule}" if schedule else None, f"Steps: {cell.steps}",
              f"CFG scale: {infotext.format_number(cell.cfg)}", f"Seed: {cell.seed}",
              f"Size: {cell.width}x{cell.height}" if cell.width and cell.height else None]

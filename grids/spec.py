@@ -33,10 +33,11 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import samplers
+from core.axes import AxisError, SamplerValue
+from core.cells import Cell, CellSpec
+from core.limits import MAX_SEED, MAX_SIDE, GridTooLargeError, Limits, SpecError  # noqa: F401  (re-exported)
 from grids import axes
-from grids.axes import MAX_SEED, MAX_SIDE, AxisError, SamplerValue
-from grids.cells import Cell, CellSpec
-from grids.limits import GridTooLargeError, Limits, SpecError  # noqa: F401  (re-exported)
+from samplers.plan import model_rows
 
 _RANDOM_SEEDS = 4294967294  # A1111's get_fixed_seed: random.randrange(4294967294)
 _POSITIONS = ("x", "y", "z")
@@ -379,7 +380,7 @@ def validate(cells: list[Cell], limits: Limits = Limits(), model_default_size: t
     if len(cells) > limits.max_cells:
         raise GridTooLargeError(f"this grid has {len(cells)} cells; the limit is {limits.max_cells} — "
                                 f"remove values from the X, Y or Z axis")
-    calls = sum(c.spec.model_calls() for c in cells)
+    calls = sum(model_rows(c.spec) for c in cells)
     if calls > limits.max_model_calls:
         raise GridTooLargeError(
             f"this grid needs about {calls:,} model calls; the limit is {limits.max_model_calls:,} — "

@@ -20,7 +20,7 @@ from typing import Any
 from PIL import Image
 from torch import Tensor
 
-from grids.cells import Cell, CellSpec
+from core.cells import Cell, CellSpec
 from grids.layout import CellImage
 
 NOT_RENDERED = "stopped before this cell rendered"
@@ -39,7 +39,7 @@ class StoredCell:
         self.out = Path(out)
         self.record = record
         self.spec = cell_spec(record["settings"]) if record else cell.spec
-        self.model_calls = int(record["model_calls"]) if record else 0
+        self.denoiser_calls = int(record["model_calls"]) if record else 0
         self.seconds = float(record["seconds"]) if record else 0.0
         self.cached = bool(record.get("cached", False)) if record else False
         self.error = record["error"] if record else NOT_RENDERED

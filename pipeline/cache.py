@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from pipeline.cells import CellResult
+from core.cells import CellResult
 
 DEFAULT_CELLS = 512
 

@@ -11,13 +11,9 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from pipeline import memory
+
 DECODE_BATCH = 8
-
-
-def _free_cached_memory() -> None:
-    from pipeline.engine import free_cached_memory  # the engine's, so one place decides (and tests spy)
-
-    free_cached_memory()
 
 
 def _vae_scaling(vae) -> tuple[float, Tensor | None, Tensor | None]:
@@ -93,7 +89,7 @@ class Decoder:
                 if j - i <= 1:
                     raise
                 self.batch = max(1, (j - i) // 2)
-                _free_cached_memory()
+                memory.free_cached_memory()
                 continue  # the same latents again, fewer at a time
             i = j
         return out

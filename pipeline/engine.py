@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from pipeline.cells import CellResult, CellState, Progress
+from core.cells import CellResult
+from core.progress import Progress
+from pipeline import memory
+from pipeline.cell_state import CellState
 from pipeline.decode import Decoder
 from pipeline.denoiser import ModelDenoiser
-
-CPU_MAX_ROWS = 16
 
 
 @dataclass
@@ -36,66 +37,40 @@ class RunOptions:
     on_progress: Callable[[Progress], None] | None = None
     should_stop: Callable[[], bool] | None = None
     preview_every: int = 0
-    inject_fault: Callable[[int], None] | None = field(default=None, repr=False)
 
 
-# Activations an SD-family UNet keeps live per batch row at inference, in bytes per latent pixel,
-# at float16 (2-byte) precision; see auto_max_batch for where the figure comes from.
-ACTIVATION_BYTES_PER_LATENT_PIXEL = 48 << 10
-FREE_SHARE = 0.7  # of free memory the UNet's activations may use (the rest: VAE decode, fragmentation)
-MAX_AUTO_ROWS = 256
+class Delivery:
+    """The one way a cell leaves the engine, whether it rendered, failed, could not start or came
+    from the cache: counted in the progress (its planned calls settled to the calls it made in
+    this run), tagged with the model that rendered it, kept in `results` and handed to on_cell."""
 
+    def __init__(self, options: RunOptions, progress: Progress, results: list[CellResult | None]) -> None:
+        self.options = options
+        self.progress = progress
+        self.results = results
+        self.model_id: str | None = None  # the identity of the model rendering now
 
-def auto_max_batch(device: torch.device, latent_pixels: int, dtype: torch.dtype = torch.float16) -> int:
-    """Rows per model call: a fixed number on the CPU, from free memory on CUDA.
-
-    The per-row figure, reasoned for SD 1.5's UNet at 64x64 latents (512x512 px) in float16 with
-    PyTorch SDPA at inference (no autograd graph, so each block's activations are freed as the next
-    runs); the peak is in the 64x64 level, 4096 tokens of 320 channels (2.6 MB a tensor):
-      - the 12 skip tensors the down path keeps for the up path: ~14 MB
-        (3 x 2.6 MB at 64x64, 3 x 1.3 MB at 32x32, 3 x 0.66 MB at 16x16, 3 x 0.16 MB at 8x8);
-      - a transformer block's GEGLU feed-forward: its projection to 2 x 1280 channels is
-        4096 x 2560 x 2 B = 21 MB, live with its GELU output and the gated product (10.5 MB each):
-        ~42 MB; SDPA's flash / memory-efficient kernels never form the 8 x 4096 x 4096 attention
-        matrix (that would be 268 MB a row, the reason the engine sets AttnProcessor2_0);
-      - the up path's resnets on the concatenated 960-channel input: GroupNorm, SiLU and conv
-        temporaries of ~8 MB each, a few live at once;
-    so ~70-80 MB of tensors are live at the peak. PyTorch's caching allocator rounds and fragments
-    blocks as batch sizes change, GroupNorm works in float32 on half inputs and cuDNN picks
-    workspaces that grow with the batch: budgeting 2.5x that gives ~190 MiB a row, 48 KiB per latent
-    pixel. It agrees with what users see: batch 8 with CFG (16 rows) at 512x512 fits an 8 GB card.
-    SDXL has no attention at its highest resolution and 640 channels at the next, so its cost per
-    latent pixel is below SD 1.5's; the SD 1.5 figure is the conservative one. float32 doubles it.
-    Free memory counts what PyTorch's cache holds unused (mem_get_info calls it used). An OOM halves
-    the batch anyway, so the estimate needs to be near, not exact.
-    """
-    if device.type != "cuda" or not torch.cuda.is_available():
-        return CPU_MAX_ROWS
-    free, _total = torch.cuda.mem_get_info(device)
-    free += max(0, torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    per_row = latent_pixels * ACTIVATION_BYTES_PER_LATENT_PIXEL * itemsize / 2
-    return max(1, min(MAX_AUTO_ROWS, int(FREE_SHARE * free / per_row)))
-
-
-def free_cached_memory() -> None:
-    """Give the blocks PyTorch's CUDA cache holds back before a retry after an OOM, so the smaller
-    batch is not refused for fragmentation."""
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    def __call__(self, index: int, result: CellResult, *, planned: int, made: int) -> None:
+        result.model_id = self.model_id
+        self.progress.cells_done += 1
+        self.progress.settle(planned, made)
+        self.results[index] = result
+        if self.options.on_cell:
+            self.options.on_cell(index, result)
 
 
 class TickLoop:
     """Drives a set of cell states on one model until all finish, fail or the run stops."""
 
     def __init__(self, denoiser: ModelDenoiser, decoder: Decoder, options: RunOptions,
-                 progress: Progress) -> None:
+                 progress: Progress, deliver: Delivery) -> None:
         self.denoiser = denoiser
         self.decoder = decoder
         self.options = options
         self.progress = progress
-        self.model_calls = 0  # batched UNet calls made, for the benchmark
-        self.stopped: list[CellState] = []  # cells a stop cut short (not delivered through on_cell)
+        self.deliver = deliver
+        self.unet_calls = 0  # batched UNet calls made (each evaluates many model rows), for the benchmark
+        self.stopped: list[CellState] = []  # cells a stop cut short (never delivered: not the cell's image)
 
     def run(self, states: list[CellState]) -> None:
         dead = [s for s in states if not s.alive]  # failed (or finished) on their very first step
@@ -123,7 +98,7 @@ class TickLoop:
         for s in live:
             groups.setdefault(tuple(s.request_x.shape), []).append(s)
         for shape, group in groups.items():
-            limit = max_rows or auto_max_batch(self.denoiser.device, shape[-1] * shape[-2],
+            limit = max_rows or memory.auto_max_batch(self.denoiser.device, shape[-1] * shape[-2],
                                                self.denoiser.dtype)
             max_rows = self._run_group(group, limit)
         return max_rows
@@ -143,16 +118,14 @@ class TickLoop:
                     raise
                 limit = max(1, limit // 2)
                 i -= len(chunk)  # retry the same cells with a smaller batch
-                free_cached_memory()
+                memory.free_cached_memory()
         return limit
 
     def _call(self, chunk: list[CellState]) -> None:
-        if self.options.inject_fault:
-            self.options.inject_fault(sum(s.row().model_rows for s in chunk))
         t0 = time.perf_counter()
         denoised = self.denoiser([s.row() for s in chunk])
         spent = time.perf_counter() - t0
-        self.model_calls += 1
+        self.unet_calls += 1
         self.progress.calls_done += len(chunk)
         total_rows = sum(s.row().model_rows for s in chunk)
         for s, d in zip(chunk, denoised, strict=True):
@@ -171,10 +144,7 @@ class TickLoop:
                 else:
                     s.image = img
         for s in done:
-            self.progress.cells_done += 1
-            self.progress.settle(s.spec, s.calls)
-            if self.options.on_cell:
-                self.options.on_cell(s.index, s.result())
+            self.deliver(s.index, s.result(), planned=s.plan.denoiser_calls, made=s.calls)
 
 
 def latent_noise(seed: int, shape: tuple[int, ...], dtype: torch.dtype) -> tuple[Tensor, torch.Generator]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.flow_schedule import FlowShift
+from samplers.flow_schedule import FlowShift
 
 # diffusers pipeline class name -> family
 FLOW_PIPELINES = {"StableDiffusion3Pipeline": "sd3", "FluxPipeline": "flux"}

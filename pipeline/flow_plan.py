@@ -2,7 +2,7 @@
 
 This module owns the flow-model rules of a cell's sampling plan:
 - the cell's shift: its "shift" setting, or the model's own (SD3's scheduler shift; Flux's
-  resolution-dependent exp(mu) for the cell's size, see pipeline.flow_schedule);
+  resolution-dependent exp(mu) for the cell's size, see samplers.flow_schedule);
 - "Automatic" on a flow model: what the model's own diffusers pipeline runs by default
   (pipeline_sigmas); any other schedule type is computed on the shifted flow table
   sigma_i = shifted(i / 1000), as ComfyUI's schedulers do on its flow models;
@@ -17,8 +17,8 @@ from typing import Any
 from torch import Tensor
 
 import samplers
-from grids.limits import SpecError
-from pipeline.flow_schedule import check_shift, model_shift, pipeline_sigmas, train_sigmas
+from core.limits import SpecError
+from samplers.flow_schedule import check_shift, model_shift, pipeline_sigmas, train_sigmas
 
 
 class FlowOptionError(SpecError):

@@ -25,7 +25,6 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from torch import Tensor
 
 from pipeline.flow_models import FLOW_PIPELINES, FlowFacts, FlowFamilyError, check_flow_supported, flow_facts
-from pipeline.flow_schedule import train_sigmas as flow_train_sigmas
 from pipeline.model_sources import (  # noqa: F401  (the errors are this module's API too)
     BUILTIN_DIR,
     ModelLoadError,
@@ -33,6 +32,8 @@ from pipeline.model_sources import (  # noqa: F401  (the errors are this module'
     load_pipeline,
     resolve,
 )
+from samplers.flow_schedule import train_sigmas as flow_train_sigmas
+from samplers.plan import ModelFacts
 from samplers.schedules import train_sigmas_from_alphas_cumprod
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
@@ -83,6 +84,14 @@ class LoadedModel:
     @property
     def vae(self) -> torch.nn.Module:
         return self.pipe.vae
+
+    @property
+    def facts(self) -> ModelFacts:
+        """What the sampling plan needs to know about this model (samplers.plan.plan_cell)."""
+        return ModelFacts(family=self.family, prediction_type=self.prediction_type,
+                          train_sigmas=self.train_sigmas, scheduler_config=self.scheduler_config,
+                          flow=self.flow.shift if self.flow is not None else None,
+                          vae_scale_factor=self.vae_scale_factor)
 
     @property
     def model_hash(self) -> str:
@@ -203,7 +212,7 @@ def from_pipeline(name: str, pipe: Any, *, device: str | torch.device | None = N
     dt = _dtype(dtype, dev)
     for part in pipe.components.values():
         if isinstance(part, torch.nn.Module):
-            part.eval()  # as from_pretrained leaves them: a freshly built T5 would apply dropout
+            part.train(False)  # eval mode, as from_pretrained leaves it (a fresh T5 would apply dropout)
     if pipe.dtype != dt:
         pipe = pipe.to(dtype=dt)
     model = _describe(name, pipe, dev, dt, Path(f"<in memory: {name}>"), ())

@@ -139,8 +139,7 @@ def scheduler_sigmas(name: str, steps: int, train_sigmas: Tensor | None = None,
     """
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a whole number >= 1, got {steps!r}")
-    sampler = info_for(name)
-    class_name, preset = sampler.fn.keywords["_class_name"], sampler.fn.keywords["_preset"]
+    class_name, preset = scheduler_of(name)
     shift = None if train_sigmas is None else flow_table_shift(train_sigmas)
     if is_flow(class_name, preset) and shift is None and train_sigmas is not None:
         raise SamplerFlowError(f"{name} runs only on flow models (SD3, Flux); for this model pick "
@@ -197,12 +196,11 @@ def schedule_overrides(schedule: str, sampler: str | None = None) -> dict[str, A
                 f"diffusers schedulers cannot follow the {schedule!r} schedule; they can follow: "
                 f"Automatic, {', '.join(SCHEDULE_FLAGS)}")
         return dict(SCHEDULE_FLAGS[schedule])
-    keywords = info_for(sampler).fn.keywords
-    class_name = keywords["_class_name"]
+    class_name, preset = scheduler_of(sampler)
     keys = config_keys(scheduler_class(class_name))
-    followable = _followable(class_name, keys, keywords["_preset"])
+    followable = _followable(class_name, keys, preset)
     if schedule not in followable:
-        if keywords["_preset"].get("use_flow_sigmas"):
+        if preset.get("use_flow_sigmas"):
             why = "on flow sigmas diffusers takes no second sigma setting"
         elif schedule in SCHEDULE_FLAGS:
             flags = ", ".join(f"{k}={v!r}" for k, v in SCHEDULE_FLAGS[schedule].items())
@@ -256,6 +254,21 @@ def _info(name: str, class_name: str, preset: dict[str, Any], description: str) 
         default_schedule=None, description=description, family="diffusers", options=options,
         inputs=("noise", "param") if flow else ("noise",),
         flow_form="flow-only" if flow else "refused")
+
+
+def scheduler_of(name: str) -> tuple[str, dict[str, Any]]:
+    """The diffusers scheduler class a diffusers sampler runs and the config preset it starts
+    from: "DPM++ 2M (diffusers)" -> ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True, ...})."""
+    info_for(name)  # refuses an unknown name or an unsupported class, naming the choices
+    if name.startswith(PREFIX):
+        return name[len(PREFIX):].strip(), {}
+    for a1111, class_name, preset, _ in EQUIVALENTS:
+        if name == f"{a1111} (diffusers)":
+            return class_name, dict(preset)
+    for base, class_name, preset, _ in FLOW_EQUIVALENTS:
+        if name == f"{base}{FLOW_SUFFIX}":
+            return class_name, dict(preset)
+    raise UnknownSamplerError(f"unknown diffusers sampler {name!r}")
 
 
 @functools.cache

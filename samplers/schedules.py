@@ -29,15 +29,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from core.limits import MAX_STEPS  # a longer schedule only re-visits the same noise levels
 from samplers.registry import suggest
 
 SCHEDULES: tuple[str, ...] = (
     "Automatic", "Uniform", "Karras", "Exponential", "Polyexponential", "SGM Uniform",
     "KL Optimal", "Align Your Steps", "Simple", "Normal", "DDIM", "Beta",
 )
-
-# A schedule longer than the training schedule only re-visits the same noise levels.
-MAX_STEPS = 1000
 
 # Sabour, Fidler & Kreis 2024, "Align Your Steps: Optimizing Sampling Schedules in
 # Diffusion Models" — the published 10-step noise levels (NVIDIA's how-to page).
@@ -251,7 +249,7 @@ def _sgm_uniform(n: int, r: _Range) -> Tensor:
 def _flow_timesteps(t: Tensor, shift: float) -> Tensor:
     # ComfyUI's flow models: timestep(sigma) = 1000 sigma and sigma(timestep) = shift(timestep /
     # 1000), so its Normal / SGM Uniform space sigma itself evenly and shift the result (which
-    # shifts sigma_min twice; diffusers' SD3 scheduler does the same, see pipeline.flow_schedule).
+    # shifts sigma_min twice; diffusers' SD3 scheduler does the same, see samplers.flow_schedule).
     return shift * t / (1 + (shift - 1) * t)
 
 

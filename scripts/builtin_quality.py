@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 from prepare_builtin_data import load as load_data  # noqa: E402
 
-from grids.cells import CellSpec  # noqa: E402
+from core.cells import CellSpec  # noqa: E402
 from pipeline.render import render  # noqa: E402
 
 GRID_SAMPLERS = ["Euler", "Euler a", "DPM++ 2M", "Heun", "DDIM", "UniPC"]

@@ -32,9 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import grids
+from core.cells import CellResult
+from core.progress import Progress
 from grids.layout import GridLabels, LayoutOptions, plan_layout
 from grids.metrics import measure
 from grids.outputs import FolderOptions, GridFolder
+from samplers.plan import denoiser_calls
 from sweeps import seeds, shards
 from sweeps.processes import Processes
 
@@ -54,16 +57,6 @@ class SweepOptions:
     resume: bool = True
     device: str | None = None
     dtype: str | None = None
-
-
-@dataclass
-class SweepProgress:
-    """This process's share so far: cells and model calls rendered of its total."""
-
-    cells_total: int
-    calls_total: int
-    cells_done: int = 0
-    calls_done: int = 0
 
 
 @dataclass(frozen=True)
@@ -134,15 +127,15 @@ class Sweep:
     def share_calls(self) -> int:
         """Denoiser calls of this process's share (what the engine's progress counts)."""
         cells = self.folder.cells
-        return sum(cells[i].spec.denoiser_calls() for u in self.share for i in u)
+        return sum(denoiser_calls(cells[i].spec) for u in self.share for i in u)
 
     # ------------------------------------------------------------ render
 
-    def render(self, on_progress: Callable[[SweepProgress], None] | None = None,
+    def render(self, on_progress: Callable[[Progress], None] | None = None,
                on_cell: Callable[[int], None] | None = None,
                should_stop: Callable[[], bool] | None = None) -> None:
         """Render this process's share unit by unit; each new cell is on disk as it lands."""
-        progress = SweepProgress(self.share_cells, self.share_calls)
+        progress = Progress(self.share_cells, self.share_calls)
         self.started = time.perf_counter()
         with _collected_per_unit() as unit_done:
             for unit in self.share:
@@ -151,15 +144,15 @@ class Sweep:
                 self._render_unit(unit, progress, on_progress, on_cell, should_stop)
                 unit_done()
 
-    def _render_unit(self, unit: list[int], progress: SweepProgress,
-                     on_progress: Callable[[SweepProgress], None] | None,
+    def _render_unit(self, unit: list[int], progress: Progress,
+                     on_progress: Callable[[Progress], None] | None,
                      on_cell: Callable[[int], None] | None, should_stop: Callable[[], bool] | None) -> None:
         from pipeline.engine import RunOptions
         from pipeline.render import render
 
         before = progress.calls_done
 
-        def landed(k: int, result: Any) -> None:
+        def landed(k: int, result: CellResult) -> None:
             index = unit[k]
             progress.cells_done += 1
             if index not in self.kept:  # a kept cell is already on disk, verified
@@ -168,7 +161,7 @@ class Sweep:
             if on_cell:
                 on_cell(index)
 
-        def ticked(p: Any) -> None:
+        def ticked(p: Progress) -> None:
             progress.calls_done = before + p.calls_done
             if on_progress:
                 on_progress(progress)

@@ -13,7 +13,7 @@ Shares. Units are dealt to processes by the greedy longest-processing-time rule 
 "Bounds on multiprocessing timing anomalies", SIAM J. Appl. Math. 17(2), 1969): the costliest
 unit first, each to the process with the least work so far. The busiest process then has at
 most 4/3 - 1/(3N) times the optimal makespan, and with many small units it is close to the
-mean. Cost is model calls (CellSpec.model_calls: steps x calls per step, doubled under CFG),
+mean. Cost is model calls (samplers.plan.model_rows: steps x calls per step, doubled under CFG),
 the measure of work the engine does, not the number of cells.
 """
 
@@ -22,7 +22,8 @@ from __future__ import annotations
 import heapq
 from collections.abc import Sequence
 
-from grids.cells import CellSpec
+from core.cells import CellSpec
+from samplers.plan import model_rows
 
 DEFAULT_CHUNK = 64
 
@@ -36,13 +37,13 @@ def work_units(specs: Sequence[CellSpec], chunk: int = DEFAULT_CHUNK) -> list[li
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ShardError(f"the chunk size must be a whole number of cells >= 1, got {chunk!r}")
     models = {name: n for n, name in enumerate(dict.fromkeys(s.model for s in specs))}
-    order = sorted(range(len(specs)), key=lambda i: (models[specs[i].model], specs[i].model_calls(), i))
+    order = sorted(range(len(specs)), key=lambda i: (models[specs[i].model], model_rows(specs[i]), i))
     return [order[k:k + chunk] for k in range(0, len(order), chunk)]
 
 
 def unit_cost(specs: Sequence[CellSpec], unit: Sequence[int]) -> int:
     """A unit's work: the model calls of its cells."""
-    return sum(specs[i].model_calls() for i in unit)
+    return sum(model_rows(specs[i]) for i in unit)
 
 
 def partition(costs: Sequence[int], parts: int) -> list[list[int]]:

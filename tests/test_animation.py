@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image, ImageSequence
 
+from core.cells import CellResult
 from grids import GridSpec, expand
 from grids.animation import AnimationError, animate, axis_frames, labels_from_cells, trajectory_frames
 from grids.layout import GridLabels, LayoutOptions, plan_layout
-from pipeline.cells import CellResult
 
 COLOURS = [(200, 30, 30), (30, 160, 60), (40, 60, 210), (230, 200, 40), (120, 40, 160), (20, 180, 190)]
 
@@ -98,8 +98,8 @@ def results_for(cells, previews=None, failed=()):
     out = []
     for i, c in enumerate(cells):
         image = Image.new("RGB", (32, 32), COLOURS[i % len(COLOURS)])
-        out.append(CellResult(spec=c.spec, image=None if i in failed else image, latents=None, model_calls=2,
-                              seconds=0.1, previews=(previews or {}).get(i, {}),
+        out.append(CellResult(spec=c.spec, image=None if i in failed else image, latents=None,
+                              denoiser_calls=2, seconds=0.1, previews=(previews or {}).get(i, {}),
                               error="the model returned NaN" if i in failed else None))
     return out
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
-from grids.cells import CellSpec
+from core.cells import CellSpec
 from pipeline.model_sources import BUILTIN_DIR
 from pipeline.models import load_model
 from pipeline.render import render

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import samplers
-from samplers import SamplerFlowError
+from samplers import SamplerFlowError, diffusers_adapter
 from samplers.diffusers_run import build
 from tests.analytic import FlowGaussian, rms
 
@@ -41,9 +41,9 @@ def test_the_flow_entries_are_registered_as_flow_only():
 @pytest.mark.parametrize("name", FLOW_NAMES)
 def test_the_adapter_runs_the_scheduler_as_a_diffusers_loop_does(name):
     """The same scheduler stepped by hand with the velocity (x - D) / sigma gives the same latent."""
-    keywords = samplers.info(name).fn.keywords
+    class_name, preset = diffusers_adapter.scheduler_of(name)
     x = noise()
-    scheduler = build(keywords["_class_name"], keywords["_preset"], {}, None, seed=1, shift=SHIFT)
+    scheduler = build(class_name, preset, {}, None, seed=1, shift=SHIFT)
     scheduler.set_timesteps(12)
     sample, generator = x.clone(), torch.Generator().manual_seed(1)
     extra = {"generator": generator} if "generator" in scheduler.step.__code__.co_varnames else {}

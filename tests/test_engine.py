@@ -7,11 +7,12 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-from grids.cells import CellSpec
+from core.cells import CellSpec
 from pipeline.cache import CellCache
 from pipeline.engine import RunOptions
 from pipeline.models import load_model
 from pipeline.render import render
+from tests.faults import inject_fault
 
 
 def cell(model, sampler="Euler", steps=4, seed=1, cfg=5.0, prompt="a cat", negative="",
@@ -127,7 +128,7 @@ def test_cache_renders_only_new_cells(sd_path):
     results = render(first + [cell(sd_path, steps=4)], RunOptions(on_cell=lambda i, r: seen.append(r)),
                      cache=cache)
     assert [r.cached for r in results] == [True, True, False]
-    assert [r.model_calls for r in results][2] == 4
+    assert [r.denoiser_calls for r in results][2] == 4
     assert torch.allclose(results[0].latents, render(first[:1])[0].latents, rtol=1e-4, atol=1e-4)
     assert len(seen) == 3
 
@@ -175,7 +176,7 @@ def test_stop_between_ticks_keeps_finished_cells(sd_path):
     assert results[0].ok
     assert results[1].error.startswith("stopped by the user at step ") and results[1].image is None
     assert results[1].previews == {}  # none asked for; with preview_every the last ones stay
-    assert results[1].model_calls <= 3
+    assert results[1].denoiser_calls <= 3
 
 
 def test_nan_in_one_cell_fails_that_cell_only(sd_path, monkeypatch):
@@ -193,7 +194,7 @@ def test_nan_in_one_cell_fails_that_cell_only(sd_path, monkeypatch):
     assert not results[1].ok and "NaN or inf at step 1 of 4" in results[1].error
 
 
-def test_out_of_memory_halves_the_batch_and_gives_the_same_images(sd_path):
+def test_out_of_memory_halves_the_batch_and_gives_the_same_images(sd_path, monkeypatch):
     grid = [cell(sd_path, seed=s, steps=3) for s in range(4)]
     reference = render(grid, RunOptions(max_batch=1))
     sizes = []
@@ -203,7 +204,8 @@ def test_out_of_memory_halves_the_batch_and_gives_the_same_images(sd_path):
         if rows > 2:
             raise torch.OutOfMemoryError("CUDA out of memory (injected)")
 
-    results = render(grid, RunOptions(max_batch=8, inject_fault=fault))
+    inject_fault(monkeypatch, fault)
+    results = render(grid, RunOptions(max_batch=8))
     assert max(sizes) == 8 and sizes[-1] <= 2
     for a, b in zip(results, reference, strict=True):
         assert torch.allclose(a.latents, b.latents, rtol=1e-4, atol=1e-4)

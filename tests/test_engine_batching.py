@@ -9,10 +9,11 @@ import time
 import pytest
 import torch
 
-from pipeline import engine
+from core.progress import Progress
+from pipeline import memory
 from pipeline.cache import CellCache
-from pipeline.cells import Progress
-from pipeline.engine import RunOptions, auto_max_batch
+from pipeline.engine import RunOptions
+from pipeline.memory import auto_max_batch
 from pipeline.models import load_model
 from pipeline.render import render
 from tests.test_engine import cell
@@ -39,7 +40,7 @@ def test_cfg_runs_both_halves_in_one_call_and_cfg_1_runs_one(sd_path, monkeypatc
     model = load_model(str(sd_path))
     rows = _batch_spy(monkeypatch, model.unet, "forward")
     result = render([cell(sd_path, steps=5, cfg=cfg)])[0]
-    assert result.ok and result.model_calls == 5
+    assert result.ok and result.denoiser_calls == 5
     assert rows == [rows_per_call] * 5  # one UNet forward per step, unconditional half included
 
 
@@ -81,14 +82,14 @@ SD15_LATENT = 64 * 64  # 512x512 pixels
 
 
 def test_auto_batch_on_the_cpu_is_fixed():
-    assert auto_max_batch(torch.device("cpu"), SD15_LATENT) == engine.CPU_MAX_ROWS
+    assert auto_max_batch(torch.device("cpu"), SD15_LATENT) == memory.CPU_MAX_ROWS
 
 
 def test_auto_batch_scales_with_free_memory_and_latent_size(fake_gpu):
     fake_gpu[0] = 8 << 30
     eight = auto_max_batch(CUDA, SD15_LATENT)
     # the documented estimate: ~190 MiB of activations per fp16 row at 64x64 latents, 70% of free memory
-    per_row = engine.ACTIVATION_BYTES_PER_LATENT_PIXEL * SD15_LATENT
+    per_row = memory.ACTIVATION_BYTES_PER_LATENT_PIXEL * SD15_LATENT
     assert 150 << 20 <= per_row <= 300 << 20
     assert eight == int(0.7 * (8 << 30) / per_row)
     assert 15 <= eight <= 40  # batch 8 with CFG at 512x512 fits an 8 GB card, as users find
@@ -111,9 +112,9 @@ def test_auto_batch_is_clamped(fake_gpu, monkeypatch):
     fake_gpu[0] = 10 << 20  # almost nothing free: still one row (an OOM then says so clearly)
     assert auto_max_batch(CUDA, SD15_LATENT) == 1
     fake_gpu[0] = 1 << 40
-    assert auto_max_batch(CUDA, SD15_LATENT) == engine.MAX_AUTO_ROWS
+    assert auto_max_batch(CUDA, SD15_LATENT) == memory.MAX_AUTO_ROWS
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CUDA device torch cannot use
-    assert auto_max_batch(CUDA, SD15_LATENT) == engine.CPU_MAX_ROWS
+    assert auto_max_batch(CUDA, SD15_LATENT) == memory.CPU_MAX_ROWS
 
 
 # ---------------------------------------------------------------- estimate of time left

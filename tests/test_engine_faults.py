@@ -9,10 +9,11 @@ import pytest
 import torch
 
 import samplers
-from pipeline import engine
+from pipeline import memory
 from pipeline.engine import RunOptions
 from pipeline.models import load_model
 from pipeline.render import render
+from tests.faults import inject_fault
 from tests.test_engine import cell
 
 # ---------------------------------------------------------------- a sampler that fails at once
@@ -41,7 +42,7 @@ def test_a_cell_failing_on_its_first_step_is_delivered_with_its_own_error(sd_pat
                                 on_progress=lambda p: progress.append(p.cells_done)))
     assert results[0].ok and results[2].ok
     assert results[1].error == "the sampler failed: step size underflow (injected)"
-    assert results[1].image is None and results[1].model_calls == 0
+    assert results[1].image is None and results[1].denoiser_calls == 0
     assert sorted(seen) == [0, 1, 2] and seen[1].error == results[1].error
     assert progress[-1] == 3  # the dead cell counts as done
 
@@ -84,7 +85,7 @@ def test_out_of_memory_in_the_vae_halves_the_decode_batch_and_gives_the_same_ima
     model = load_model(str(sd_path))
     sizes = _vae_decode_spy(monkeypatch, model, fail_above=1)
     freed = []
-    monkeypatch.setattr(engine, "free_cached_memory", lambda: freed.append(1))
+    monkeypatch.setattr(memory, "free_cached_memory", lambda: freed.append(1))
     results = render(grid)
     assert sizes[:3] == [6, 3, 1] and set(sizes[3:]) == {1} and len(sizes) == 3 + 5
     assert len(freed) == 2  # before each retry
@@ -105,23 +106,23 @@ def test_free_cached_memory_empties_the_cuda_cache_only_when_cuda_is_there(monke
     emptied = []
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(1))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    engine.free_cached_memory()
+    memory.free_cached_memory()
     assert emptied == []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    engine.free_cached_memory()
+    memory.free_cached_memory()
     assert emptied == [1]
 
 
 def test_unet_out_of_memory_frees_the_cache_before_each_retry(sd_path, monkeypatch):
     freed = []
-    monkeypatch.setattr(engine, "free_cached_memory", lambda: freed.append(1))
+    monkeypatch.setattr(memory, "free_cached_memory", lambda: freed.append(1))
 
     def fault(rows: int) -> None:
         if rows > 2:
             raise torch.OutOfMemoryError("CUDA out of memory (injected)")
 
-    results = render([cell(sd_path, seed=s, steps=2) for s in range(4)],
-                     RunOptions(max_batch=8, inject_fault=fault))
+    inject_fault(monkeypatch, fault)
+    results = render([cell(sd_path, seed=s, steps=2) for s in range(4)], RunOptions(max_batch=8))
     assert all(r.ok for r in results)
     assert len(freed) == 2  # 8 -> 4 -> 2
 
@@ -152,7 +153,7 @@ def test_model_calls_done_meet_the_total_at_the_end(sd_path, sampler):
     reports = []
     results = render([cell(sd_path, sampler=sampler, steps=4, seed=s) for s in (1, 2)],
                      RunOptions(on_progress=lambda p: reports.append((p.calls_done, p.calls_total))))
-    done = sum(r.model_calls for r in results)
+    done = sum(r.denoiser_calls for r in results)
     assert reports[0][1] == done  # the first estimate is already exact for these samplers
     assert reports[-1] == (done, done)
 

@@ -1,4 +1,4 @@
-"""Schedule types through the engine's front door (pipeline.render.cell_sigmas / render) on the
+"""Schedule types through the sampling plan (samplers.plan.plan_cell) and the engine on the
 tiny SD-family models: the model family picks the Align Your Steps list, and a diffusers sampler
 follows a schedule type with its class's flags or the cell fails saying why."""
 
@@ -9,9 +9,10 @@ import torch
 from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
 import samplers
-from grids.cells import CellSpec
+from core.cells import CellSpec
 from pipeline.models import load_model
-from pipeline.render import cell_sigmas, render
+from pipeline.render import render
+from samplers.plan import plan_cell
 from samplers.schedules import AYS_SIGMAS
 
 
@@ -19,6 +20,12 @@ def cell(model, sampler="Euler", steps=10, schedule="Automatic", seed=1, **optio
     return CellSpec(model=str(model), prompt="a cat", negative_prompt="", width=32, height=32, seed=seed,
                     sampler=sampler, sampler_options=tuple(sorted(options.items())), schedule=schedule,
                     steps=steps, cfg=5.0)
+
+
+def cell_sigmas(spec: CellSpec, model) -> tuple[torch.Tensor, dict]:
+    """The sigmas and options the engine runs `spec` with on `model` (its sampling plan)."""
+    plan = plan_cell(spec, model.facts)
+    return plan.sigmas, plan.options
 
 
 def _ays(family: str) -> torch.Tensor:

@@ -81,7 +81,7 @@ def test_sdxl_single_file_with_a_local_config_has_the_folders_weights(sdxl_singl
 
 
 def test_sdxl_single_file_renders_the_folders_cells(sdxl_single_file, sdxl_deep_path):
-    from grids.cells import CellSpec
+    from core.cells import CellSpec
 
     spec = cell(sdxl_deep_path, sampler="Euler a (diffusers)", steps=4, cfg=5.0, negative="blurry")
     from_folder = render([spec])[0]

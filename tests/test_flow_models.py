@@ -17,10 +17,10 @@ from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, StableDiffu
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
 from pipeline.flow_denoiser import image_ids, pack, unpack
-from pipeline.flow_schedule import FlowShift, model_shift, pipeline_sigmas
 from pipeline.models import load_model
 from pipeline.prompts import encode
 from pipeline.render import render
+from samplers.flow_schedule import FlowShift, model_shift, pipeline_sigmas
 from tests.test_engine import cell
 from tests.tiny_flow_models import flux_scheduler
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 from bench import grid_bench
 
-PATH_FIELDS = {"wall_s", "model_calls", "model_rows", "unet_s", "calls_per_s", "rows_per_s", "start_rss_mb",
+PATH_FIELDS = {"wall_s", "unet_calls", "model_rows", "unet_s", "calls_per_s", "rows_per_s", "start_rss_mb",
                "peak_rss_mb", "peak_rss_is_per_path", "peak_cuda_mb"}
 
 
@@ -37,9 +37,9 @@ def test_both_paths_give_the_same_images_and_the_report_has_its_fields(sd_path, 
     for path in ("engine", "per_cell", "native"):
         assert PATH_FIELDS <= set(report[path]), path
     calls = _expected_calls([2, 3])
-    assert report["per_cell"]["model_calls"] == calls  # one CFG pair per call
+    assert report["per_cell"]["unet_calls"] == calls  # one CFG pair per call
     assert report["per_cell"]["model_rows"] == report["engine"]["model_rows"] == 2 * calls
-    assert report["engine"]["model_calls"] < report["per_cell"]["model_calls"]  # batched
+    assert report["engine"]["unet_calls"] < report["per_cell"]["unet_calls"]  # batched
     assert report["speedup"] > 0 and report["target_speedup"] == 1.3
     assert report["grid"]["cells"] == 12 and report["grid"]["steps"] == [2, 3]
     col = report["add_column"]

@@ -4,7 +4,7 @@ disk that claims to be complete when it is not (manifest.json is the mark of a c
 
 The engine's own tests (tests/test_engine.py) cover the same faults one level down:
 test_stop_between_ticks_keeps_finished_cells, test_out_of_memory_halves_the_batch_and_gives_the_
-same_images (injected through RunOptions.inject_fault), test_nan_in_one_cell_fails_that_cell_only
+same_images (injected through the model: tests/faults.py), test_nan_in_one_cell_fails_that_cell_only
 and, in tests/test_models.py, test_a_failed_load_keeps_the_previous_model.
 """
 
@@ -79,14 +79,14 @@ def test_stop_releases_the_work_within_one_tick_and_keeps_finished_cells(holder,
     snaps, stopped_at = [], None
     for snap in handlers.run_job(job, "stop-session"):
         snaps.append(snap)
-        if snap.cells_done >= 1 and stopped_at is None:
+        if snap.progress.cells_done >= 1 and stopped_at is None:
             assert "Stopping" in handlers.stop("stop-session")
             stopped_at = time.perf_counter()
     released_s = time.perf_counter() - stopped_at
     assert started_after_stop.count(True) <= 1  # at most the tick already under way
     assert released_s < 10 and not RENDER_LOCK.locked() and "stop-session" not in handlers.JOBS
     last = snaps[-1]
-    assert last.done and last.cells_done == 1
+    assert last.done and last.progress.cells_done == 1
     assert last.status.startswith("stopped — 1 of 2 cells finished and saved; the others show how far")
     finished, stopped = last.outputs.manifest["cells"]
     assert finished["error"] is None and finished["model_calls"] == 1
@@ -126,7 +126,7 @@ def test_stop_while_the_first_grid_waits_for_the_model_stops_that_grid(tmp_path:
     worker.join(60)
     job, _settings = started[0]
     last = list(handlers.run_job(job, "waiting-session"))[-1]
-    assert last.done and last.cells_done == 0 and last.status == "stopped; no cell had started"
+    assert last.done and last.progress.cells_done == 0 and last.status == "stopped; no cell had started"
 
 
 # ---------------------------------------------------------------- out of memory

@@ -154,7 +154,7 @@ def test_cell_file_names_are_slugs_whatever_the_labels(labels: list) -> None:
 
 
 def test_cell_files_stay_in_the_cells_folder() -> None:
-    from grids.cells import Cell, CellSpec
+    from core.cells import Cell, CellSpec
 
     spec = CellSpec("builtin", "p", "", 64, 64, 1, "Euler", (), "Automatic", 2, 5.0)
     labels = ["../../x", "/etc/passwd", ""]

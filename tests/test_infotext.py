@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
+from core.cells import CellSpec
 from grids import GridSpec, expand
-from grids.cells import CellSpec
 from grids.infotext import (
     format_number,
     grid_parameters,
@@ -14,10 +14,10 @@ from grids.infotext import (
     parameters,
     png_bytes,
     quote,
-    resolved_schedule,
     save_png,
     write_atomic,
 )
+from samplers.plan import cell_schedule
 from version import __version__
 
 
@@ -80,9 +80,11 @@ def test_quote(value, text):
     ("DPM fast", "Automatic", None),  # picks its own sigmas
     ("DPM adaptive", "Karras", None),
     ("Euler (diffusers)", "Automatic", None),  # the scheduler's own schedule
+    ("Euler Exponential", "Automatic", "Exponential"),  # a combined name's schedule is the one that ran
+    ("Euler (diffusers) Karras", "Automatic", "Karras"),
 ])
 def test_schedule_type_is_the_one_that_ran(sampler, schedule, shown):
-    assert resolved_schedule(sampler, schedule) == shown
+    assert cell_schedule(cell(sampler=sampler, schedule=schedule)) == shown
     text = parameters(cell(sampler=sampler, schedule=schedule), "m")
     assert (f"Schedule type: {shown}," in text) if shown else ("Schedule type" not in text)
 

@@ -16,10 +16,11 @@ import torch
 from PIL import Image
 
 import samplers
+from core.cells import Cell, CellSpec
 from grids import metrics
-from grids.cells import Cell, CellSpec
 from grids.metrics import MetricsError, measure, reference_specs, references_from, references_to_render
 from grids.spec import Axis, GridSpec, expand
+from samplers.plan import denoiser_calls
 from tests.analytic import Mixture, karras_sigmas, start
 
 DETERMINISTIC = ("Euler", "Heun", "DPM++ 2M", "LMS", "UniPC", "DDIM")
@@ -28,12 +29,12 @@ NOISY = ("Euler a", "DPM2 a", "DPM++ 2M SDE", "DPM++ SDE")
 
 @dataclass
 class Result:
-    """What measure() reads from a rendered cell (pipeline's CellResult has the same fields)."""
+    """What measure() reads from a rendered cell (core.cells.CellOutcome)."""
 
     spec: CellSpec
     image: Image.Image | None = None
     latents: torch.Tensor | None = None
-    model_calls: int = 0
+    denoiser_calls: int = 0
     error: str | None = None
 
     @property
@@ -65,7 +66,7 @@ def results_from(cells: list[Cell], values: dict, failed: tuple = ()) -> list[Re
         if key in failed:
             out.append(Result(c.spec, error="the model returned NaN or inf at step 3 of 10"))
         else:
-            out.append(Result(c.spec, latents=latent(values[key]), model_calls=c.spec.denoiser_calls()))
+            out.append(Result(c.spec, latents=latent(values[key]), denoiser_calls=denoiser_calls(c.spec)))
     return out
 
 
@@ -184,7 +185,7 @@ def test_images_are_judged_by_pixel_rmse_and_latents_are_the_fallback():
     cells = grid(("Euler",), (10, 20, 40))
     shades = {10: 100, 20: 126, 40: 128}  # 28 and 2 levels from the 40-step image
     res = [Result(c.spec, image=Image.new("RGB", (16, 16), (shades[c.spec.steps],) * 3), latents=latent(0.3),
-                  model_calls=c.spec.steps) for c in cells]
+                  denoiser_calls=c.spec.steps) for c in cells]
     conv = measure(cells, res)
     assert conv.verdicts["Euler"] == "converged by 20 steps (pixel RMSE < 0.01)"
     assert conv.series[0].points == ((10, 10, pytest.approx(28 / 255)), (20, 20, pytest.approx(2 / 255)))
@@ -249,7 +250,7 @@ def test_accurate_references_measure_every_cell_including_the_highest():
     cells = grid(("Euler", "DDIM"), (10, 20), cfg=7.0) + grid(("Euler",), (10, 20), cfg=3.0)
     values = {("Euler", 10): 0.04, ("Euler", 20): 0.01, ("DDIM", 10): 0.2, ("DDIM", 20): 0.1}
     refs = reference_specs([c.spec for c in cells])
-    rendered = [Result(s, latents=latent(0.0), model_calls=199) for s in references_to_render(refs)]
+    rendered = [Result(s, latents=latent(0.0), denoiser_calls=199) for s in references_to_render(refs)]
     assert len(rendered) == 2
     conv = measure(cells, results_from(cells, values), references_from(refs, rendered))
     assert conv.reference_mode == "accurate"
@@ -333,7 +334,7 @@ def mixture_render(cell_spec: CellSpec) -> Result:
     x0 = start((256, 2), 14.6, seed=4)
     sigmas = karras_sigmas(cell_spec.steps)
     out = samplers.sample(cell_spec.sampler, denoiser, x0, sigmas, seed=cell_spec.seed)
-    return Result(cell_spec, latents=out, model_calls=len(calls))
+    return Result(cell_spec, latents=out, denoiser_calls=len(calls))
 
 
 @pytest.fixture(scope="module")

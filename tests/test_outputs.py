@@ -12,12 +12,12 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
+from core.cells import CellResult
 from grids import GridSpec
 from grids.exports import ExportError
 from grids.layout import LayoutOptions
 from grids.outputs import FolderOptions, GridFolder, OutputFolderError, cell_files, parse_formats, slug
 from grids.reader import parse_parameters, read_parameters
-from pipeline.cells import CellResult
 
 MODEL = SimpleNamespace(name="/models/tiny", model_hash="0123456789", family="sd1", default_size=(32, 32))
 COLOURS = [(200, 30, 30), (30, 160, 60), (40, 60, 210), (230, 200, 40)]
@@ -40,7 +40,7 @@ def folder(out, options=None, **kw) -> GridFolder:
 
 def results(run: GridFolder, failed=()) -> list[CellResult]:
     return [CellResult(spec=c.spec, image=None if i in failed else Image.new("RGB", (32, 32), COLOURS[i % 4]),
-                       latents=None, model_calls=c.spec.steps, seconds=0.25,
+                       latents=None, denoiser_calls=c.spec.steps, seconds=0.25,
                        error="the sampler failed" if i in failed else None)
             for i, c in enumerate(run.cells)]
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from grids.cells import CellSpec
+from core.cells import CellSpec
 from pipeline.engine import RunOptions
 from pipeline.render import render
 

@@ -14,10 +14,10 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 import samplers
+from core.cells import CellSpec
 from grids import GridSpec, expand
-from grids.cells import CellSpec
 from grids.exports import encode_image
-from grids.infotext import grid_parameters, model_label, parameters, resolved_schedule
+from grids.infotext import grid_parameters, model_label, parameters
 from grids.reader import (
     InfotextError,
     decode_user_comment,
@@ -25,6 +25,7 @@ from grids.reader import (
     read_parameters,
     to_cell_settings,
 )
+from samplers.plan import cell_schedule
 
 TRICKY = [
     "a cat, on: a mat",
@@ -52,7 +53,7 @@ def expected(spec: CellSpec) -> dict:
     return {"prompt": spec.prompt, "negative_prompt": spec.negative_prompt, "steps": spec.steps,
             "cfg": float(spec.cfg), "seed": spec.seed, "width": spec.width, "height": spec.height,
             "model": model_label(spec.model), "sampler": spec.sampler,
-            "schedule": resolved_schedule(spec.sampler, spec.schedule) or "Automatic",
+            "schedule": cell_schedule(spec) or "Automatic",
             "sampler_options": spec.sampler_options}
 
 

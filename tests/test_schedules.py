@@ -380,8 +380,8 @@ def test_flow_simple_is_fluxs_shifted_linspace(shift, steps):
 @pytest.mark.parametrize("steps", [4, 28])
 def test_flow_normal_and_sgm_uniform_space_sigma_evenly_then_shift(shift, steps):
     """ComfyUI: timestep(sigma) = 1000 sigma, sigma(timestep) = shift(timestep / 1000); the same
-    sigmas diffusers' SD3 scheduler runs by default (pipeline.flow_schedule.pipeline_sigmas)."""
-    from pipeline.flow_schedule import pipeline_sigmas
+    sigmas diffusers' SD3 scheduler runs by default (samplers.flow_schedule.pipeline_sigmas)."""
+    from samplers.flow_schedule import pipeline_sigmas
 
     table = samplers.flow_train_sigmas(shift)
     lo = float(table[0])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import samplers
-from grids.cells import CellSpec
+from core.cells import CellSpec
 from grids.snippet import diffusers_scheduler, diffusers_snippet, snippet_unavailable_reason
 from pipeline.render import render
 

@@ -11,6 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import samplers
+from core.axes import SamplerValue, Size
+from core.limits import MAX_SEED
 from grids import (
     Axis,
     Cell,
@@ -24,8 +26,7 @@ from grids import (
     grid_megapixels,
     validate,
 )
-from grids.axes import MAX_SEED, SamplerValue, Size
-from grids.cells import ADAPTIVE_CALLS_ESTIMATE
+from samplers.plan import ADAPTIVE_CALLS_ESTIMATE, denoiser_calls, model_rows
 
 EXAMPLE = {
     "model": "builtin", "prompt": "a cat", "negative_prompt": "", "width": 64, "height": 64, "seed": 1,
@@ -261,10 +262,10 @@ def test_cell_key_is_stable_and_covers_every_field() -> None:
 
 def test_model_calls_estimate() -> None:
     spec = _cells(sampler="Euler", steps=20, cfg=7)[0].spec
-    assert (spec.denoiser_calls(), spec.model_calls()) == (20, 40)
-    assert replace(spec, cfg=1.0).model_calls() == 20
-    assert replace(spec, sampler="Heun").model_calls() == 78  # the last step is one Euler call
-    assert replace(spec, sampler="DPM adaptive", steps=5).model_calls() == 2 * ADAPTIVE_CALLS_ESTIMATE
+    assert (denoiser_calls(spec), model_rows(spec)) == (20, 40)
+    assert model_rows(replace(spec, cfg=1.0)) == 20
+    assert model_rows(replace(spec, sampler="Heun")) == 78  # the last step is one Euler call
+    assert model_rows(replace(spec, sampler="DPM adaptive", steps=5)) == 2 * ADAPTIVE_CALLS_ESTIMATE
 
 
 def test_sized_fills_only_missing_sides() -> None:

@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
+from core.cells import CellResult
 from grids import GridSpec
 from grids.layout import LayoutOptions
 from grids.outputs import FolderOptions, GridFolder, OutputFolderError
 from grids.stored import NOT_RENDERED, CellImages
-from pipeline.cells import CellResult
 
 MODEL = SimpleNamespace(name="/models/tiny", model_hash="0123456789", family="sd1", default_size=(32, 32))
 LAYOUT = LayoutOptions(cell_size=(32, 32))
@@ -33,7 +33,7 @@ def folder(out, options=JOURNAL, steps="2, 3", model=MODEL) -> GridFolder:
 def results(run: GridFolder, failed=()) -> list[CellResult]:
     return [CellResult(spec=c.spec, latents=torch.full((1, 4, 4, 4), float(i)),
                        image=None if i in failed else Image.new("RGB", (32, 32), (40 * i, 90, 200)),
-                       model_calls=c.spec.steps, seconds=0.25,
+                       denoiser_calls=c.spec.steps, seconds=0.25,
                        error="the sampler failed" if i in failed else None)
             for i, c in enumerate(run.cells)]
 

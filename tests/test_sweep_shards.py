@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from grids.cells import CellSpec
+from core.cells import CellSpec
 from sweeps.shards import ShardError, partition, share_of, unit_cost, work_units
 
 

@@ -26,9 +26,9 @@ def test_a_job_streams_then_writes_every_file(holder: ModelHolder) -> None:
     job = GridJob(spec(), holder.config, holder)
     job.check()
     snaps = list(job.snapshots())
-    assert snaps[0].cells_done == 0 and not snaps[0].done
+    assert snaps[0].progress.cells_done == 0 and not snaps[0].done
     last = snaps[-1]
-    assert last.done and last.cells_done == last.cells_total == 6 and last.status == "done"
+    assert last.done and last.progress.cells_done == last.progress.cells_total == 6 and last.status == "done"
     out = last.outputs
     names = {p.name for p in out.files}
     assert {"grid.png", "bundle.zip", "animation.gif", "metrics.csv", "manifest.json", "spec.json"} <= names
@@ -95,7 +95,7 @@ def test_a_new_step_column_renders_only_its_own_cells(holder: ModelHolder, monke
     snaps = list(job.snapshots())
     assert sum(calls) == 3 * 24  # the three 24-step cells; the six others come from the cache
     last = snaps[-1]
-    assert last.done and last.cells_done == 9 and last.status == "done"
+    assert last.done and last.progress.cells_done == 9 and last.status == "done"
     cells = json.loads((job.folder / "manifest.json").read_text(encoding="utf-8"))["cells"]
     assert [c["cached"] for c in cells] == [True, True, False] * 3
     assert all(c["error"] is None and (job.folder / c["file"]).is_file() for c in cells)  # cached ones too

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import samplers
+from core.limits import MAX_SIDE
 from grids import defaults
 from grids.spec import SpecError
 from ui import catalogue
@@ -95,7 +96,7 @@ def test_bad_link_parameters_keep_defaults_and_say_why() -> None:
                                           "eta": ["nan"], "prompt": ["x" * 5000], "unknown": ["1"]})
     assert back == Settings()
     assert [w.split(" ignored: ")[1] for w in warnings] == [
-        "must be a number", "must be 0 (model default) or a multiple of 8 up to 4096",
+        "must be a number", f"must be 0 (model default) or a multiple of 8 up to {MAX_SIDE}",
         f"unknown axis; pick one of {', '.join(AXIS_CHOICES)}", "must be a whole number",
         "must be a finite number", "longer than 4000 characters"]
 

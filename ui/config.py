@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grids.limits import GridTooLargeError, Limits, SpecError
+from core.limits import GridTooLargeError, Limits, SpecError
 
 BUILTIN = "builtin"
 LOCAL_LIMITS = Limits(max_cells=400, max_model_calls=200_000, max_megapixels=200.0)

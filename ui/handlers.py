@@ -120,12 +120,14 @@ def progress_html(snap: Snapshot | None, message: str = "") -> str:
     """The progress bar: cells, model calls, elapsed and time left."""
     if snap is None:
         return f'<div class="sg-progress idle">{html.escape(message)}</div>'
-    frac = snap.calls_done / snap.calls_total if snap.calls_total else 0.0
+    p = snap.progress
+    frac = p.calls_done / p.calls_total if p.calls_total else 0.0
     if snap.done:
         frac = 1.0 if not snap.status.startswith("stopped") else frac
-    eta = "" if snap.eta is None or snap.done else f" · about {snap.eta:.0f} s left"
-    text = (f"Cells {snap.cells_done}/{snap.cells_total} · model calls {snap.calls_done:,}/"
-            f"{snap.calls_total:,} · {snap.elapsed:.1f} s{eta}")
+    eta = p.eta_seconds
+    left = "" if eta is None or snap.done else f" · about {eta:.0f} s left"
+    text = (f"Cells {p.cells_done}/{p.cells_total} · model calls {p.calls_done:,}/"
+            f"{p.calls_total:,} · {p.elapsed:.1f} s{left}")
     status = f" — {html.escape(snap.status)}" if snap.status else ""
     return (f'<div class="sg-progress"><progress value="{frac:.4f}" max="1"></progress>'
             f'<span class="sg-progress-text">{text}{status}</span></div>')

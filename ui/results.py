@@ -20,7 +20,7 @@ from grids.animation import cell_at_fraction
 from grids.layout import GridLabels, LayoutOptions, draw_grid
 from grids.metrics import chart_frame, measure, references_from
 from grids.outputs import cost_caption
-from pipeline.cells import STOPPED
+from pipeline.cell_state import STOPPED
 from ui.runner import GridJob
 
 DOWNLOADS = ("grid.png", "bundle.zip", "animation.gif", "metrics.csv", "manifest.json", "spec.json")

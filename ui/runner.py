@@ -34,9 +34,11 @@ from typing import Any
 from PIL import Image
 
 import grids
+from core.progress import Progress
 from grids.layout import GridLabels, LayoutOptions, draw_grid, plan_layout
 from grids.metrics import reference_specs, references_to_render
 from grids.outputs import FolderOptions, GridFolder
+from samplers.plan import denoiser_calls
 from ui.config import AppConfig
 from ui.gpu import on_gpu
 from ui.models import ModelHolder
@@ -56,12 +58,7 @@ class Snapshot:
     """What the page shows at one moment of a run."""
 
     grid: Image.Image | None
-    cells_done: int
-    cells_total: int
-    calls_done: int
-    calls_total: int
-    elapsed: float
-    eta: float | None
+    progress: Progress  # the grid's cells (references not counted) and every denoiser call, clock stopped
     status: str
     done: bool = False
     outputs: Any = None  # ui.results.RunOutputs on the last snapshot
@@ -72,7 +69,7 @@ class _Events:
     """What the worker thread tells the streaming loop."""
 
     q: queue.Queue = field(default_factory=queue.Queue)
-    progress: Any = None
+    progress: Progress | None = None
 
 
 class GridJob:
@@ -142,9 +139,9 @@ class GridJob:
 
         events = _Events()
         specs = [c.spec for c in self.cells] + self.reference_cells
-        total_calls = sum(spec.denoiser_calls() for spec in specs)
+        total_calls = sum(denoiser_calls(spec) for spec in specs)
         started = time.perf_counter()
-        yield self._snapshot(0, total_calls, started, None, "starting…")
+        yield self._snapshot(0, total_calls, started, "starting…")
         worker = threading.Thread(target=self._work, args=(events,), name="grid-render", daemon=True)
         worker.start()
         last = 0.0
@@ -158,7 +155,7 @@ class GridJob:
             gap = max(SNAPSHOT_EVERY_S, self._draw_s / DRAW_SHARE)  # a slow grid to draw: fewer previews
             if (changed or now - last > 1.0) and now - last >= gap:
                 last = now
-                yield self._snapshot(self._calls(events), total_calls, started, self._eta(events), "")
+                yield self._snapshot(self._calls(events), total_calls, started, "")
         worker.join()
         if self.error is not None:
             raise failure(self.error)
@@ -167,7 +164,7 @@ class GridJob:
         except OSError as err:  # no manifest.json is written: nothing claims to be complete
             raise output_error(err) from err
         cut = self.stopped and outputs.unfinished > 0
-        snap = self._snapshot(self._calls(events) if cut else total_calls, total_calls, started, 0.0,
+        snap = self._snapshot(self._calls(events) if cut else total_calls, total_calls, started,
                               stopped_status(self.delivered, len(self.cells), outputs) if cut else "done",
                               draw=False)
         snap.grid, snap.done, snap.outputs = outputs.shown_grid(), True, outputs
@@ -208,18 +205,14 @@ class GridJob:
     def _calls(events: _Events) -> int:
         return events.progress.calls_done if events.progress is not None else 0
 
-    @staticmethod
-    def _eta(events: _Events) -> float | None:
-        return events.progress.eta_seconds if events.progress is not None else None
-
-    def _snapshot(self, calls: int, total_calls: int, started: float, eta: float | None,
-                  status: str, draw: bool = True) -> Snapshot:
+    def _snapshot(self, calls: int, total_calls: int, started: float, status: str,
+                  draw: bool = True) -> Snapshot:
         drawing = time.perf_counter()
         grid = self.partial_grid() if draw else None  # the last snapshot shows the finished grid
         self._draw_s = time.perf_counter() - drawing
-        return Snapshot(grid=grid, cells_done=self.delivered, cells_total=len(self.cells),
-                        calls_done=calls, calls_total=total_calls, elapsed=time.perf_counter() - started,
-                        eta=eta, status=status)
+        progress = Progress(cells_total=len(self.cells), calls_total=total_calls, cells_done=self.delivered,
+                            calls_done=calls, started=started)
+        return Snapshot(grid=grid, progress=progress.at_now(), status=status)
 
     def partial_grid(self) -> Image.Image:
         """The grid so far: finished cells, failed cells' reasons, pending cells as blank tiles."""

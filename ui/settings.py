@@ -26,16 +26,16 @@ from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
+from core.axes import AXIS_LABELS
+from core.limits import MAX_SEED, MAX_SIDE, SpecError
 from grids import defaults
-from grids.limits import MAX_SEED, SpecError
 
 if TYPE_CHECKING:
     from grids.spec import Axis, GridSpec
 
 NO_AXIS = "Nothing"
 # The axes a user can pick, by A1111's labels, in the order the menus list them.
-AXIS_CHOICES = ("Sampler", "Steps", "Schedule type", "CFG Scale", "Seed", "Eta", "Sigma noise",
-                "Prompt S/R", "Negative prompt", "Size", "Checkpoint name", "Shift", "Distilled CFG Scale")
+AXIS_CHOICES = AXIS_LABELS
 DEFAULT_SAMPLERS = defaults.SAMPLERS
 
 
@@ -216,8 +216,8 @@ def _convert(name: str, raw: Any) -> Any:
         return number
     if name in _SIDES:
         side = _number(value, int)
-        if not 0 <= side <= 4096 or side % 8:
-            raise ValueError("must be 0 (model default) or a multiple of 8 up to 4096")
+        if not 0 <= side <= MAX_SIDE or side % 8:
+            raise ValueError(f"must be 0 (model default) or a multiple of 8 up to {MAX_SIDE}")
         return side
     if name == "seed":
         seed = _number(value, int)

@@ -1,47 +1,24 @@
-"""A cell in flight and a cell delivered: CellState drives one sampler, CellResult is its outcome."""
+"""A cell in flight: CellState drives one cell's sampler generator through the tick loop and
+turns its outcome into a core.cells.CellResult; RowConditioning is the prompt conditioning its
+model rows carry."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from collections.abc import Generator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from PIL import Image
 from torch import Tensor
 
+from core.cells import CellResult, CellSpec
 from pipeline.denoiser import Row
+from samplers.plan import SamplingPlan
 from samplers.protocol import step_of
 
 STOPPED = "stopped by the user"  # the start of a stopped cell's error (render.py, the app read it)
-
-
-@dataclass
-class CellResult:
-    """What a finished (or failed, or stopped) cell delivers.
-
-    image: the decoded image (None if the cell failed); latents: the final
-    latent on the CPU; model_calls: denoiser calls the sampler made; seconds:
-    the cell's share of the batched model time plus its own decode share;
-    previews: {step: small RGB uint8 tensor (h, w, 3)} of the denoised
-    estimate; error: why the cell has no image; cached: served from the cache;
-    model_id: the identity of the loaded model that rendered it (LoadedModel.identity: its
-    files, device and dtype), which the cell cache matches besides the spec's key.
-    """
-
-    spec: Any
-    image: Image.Image | None
-    latents: Tensor | None
-    model_calls: int
-    seconds: float
-    previews: dict[int, Tensor] = field(default_factory=dict)
-    error: str | None = None
-    cached: bool = False
-    model_id: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.image is not None
 
 
 @dataclass
@@ -58,11 +35,13 @@ class RowConditioning:
 class CellState:
     """One cell's sampler generator, its pending request and its bookkeeping."""
 
-    def __init__(self, index: int, spec: Any, gen, sigmas: Tensor, cond: RowConditioning) -> None:
+    def __init__(self, index: int, spec: CellSpec, plan: SamplingPlan, gen: Generator[Any, Tensor, Tensor],
+                 cond: RowConditioning) -> None:
         self.index = index
         self.spec = spec
+        self.plan = plan
         self.gen = gen
-        self.sigmas = sigmas
+        self.sigmas = plan.sigmas
         self.cond = cond
         self.calls = 0
         self.seconds = 0.0
@@ -140,34 +119,5 @@ class CellState:
 
     def result(self) -> CellResult:
         latents = None if self.final is None else self.final.detach().float().cpu()
-        return CellResult(spec=self.spec, image=self.image, latents=latents, model_calls=self.calls,
+        return CellResult(spec=self.spec, image=self.image, latents=latents, denoiser_calls=self.calls,
                           seconds=self.seconds, previews=self.previews, error=self.error)
-
-
-@dataclass
-class Progress:
-    """Where a grid run stands: cells and model calls done of total, and an estimate of time left."""
-
-    cells_total: int
-    calls_total: int
-    cells_done: int = 0
-    calls_done: int = 0
-    started: float = field(default_factory=time.perf_counter)
-
-    def settle(self, spec: Any, calls_made: int) -> None:
-        """A cell is done (finished, failed or served from the cache) after `calls_made` denoiser
-        calls in this run: its share of the total (its estimate, spec.denoiser_calls(), exact except
-        for samplers that choose or add steps) becomes what it really took, so calls_done meets
-        calls_total when the run ends and the estimate of time left counts only work still to do."""
-        self.calls_total += calls_made - spec.denoiser_calls()
-
-    @property
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.started
-
-    @property
-    def eta_seconds(self) -> float | None:
-        if self.calls_done == 0:
-            return None
-        rate = self.elapsed / self.calls_done
-        return max(0.0, (self.calls_total - self.calls_done) * rate)

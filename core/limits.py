@@ -1,7 +1,6 @@
-"""How big a grid may be, and the error a spec that cannot run raises.
+"""How big a grid may be, the bounds of each setting, and the error a spec that cannot run raises.
 
-Kept free of torch (like the rest of what the app's page imports before the
-model loads): `grids.spec` re-exports these names.
+Torch-free, like all of core/: the app's page imports these before the model loads.
 """
 
 from __future__ import annotations
@@ -10,6 +9,7 @@ from dataclasses import dataclass
 
 MAX_SEED = 2**64 - 1  # seeds are unsigned 64-bit, as torch.Generator takes them
 MAX_SIDE = 16384  # pixels, either side
+MAX_STEPS = 1000  # sampling steps: the training schedule's length (samplers.schedules)
 
 
 class SpecError(ValueError):
@@ -22,7 +22,8 @@ class GridTooLargeError(SpecError):
 
 @dataclass(frozen=True)
 class Limits:
-    """How big a grid may be: cells, model rows (see CellSpec.model_calls), output megapixels."""
+    """How big a grid may be: cells, model rows (samplers.plan.model_rows: denoiser calls, twice
+    under CFG), output megapixels."""
 
     max_cells: int = 400
     max_model_calls: int = 200_000
