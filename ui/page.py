@@ -44,6 +44,8 @@ CSS = """
   #sg-controls > * { order: 3; }
   #sg-controls > #sg-top { order: 1; }
   #sg-results { order: 2; }
+  #sg-main > *, #sg-results { width: 100%; max-width: 100%; min-width: 0; align-self: stretch; }
+  #sg-grid img { max-width: 100%; }
 }
 /* the grid starts below the label and the download/fullscreen buttons, which would cover the
    last column's label */
