@@ -65,7 +65,8 @@ class RunOutputs:
             return None, "", "", ""
         index = with_files[gallery_index]
         record = self._record(index)
-        caption = " · ".join(label for label in self.cells[index].labels if label)
+        x, y, z = self.cells[index].labels  # read as the grid is: row, then column, then page
+        caption = " · ".join(label for label in (y, x, z) if label)
         snippet = record.get("diffusers_snippet") or "# diffusers has no equivalent of this sampler"
         return str(self.folder / record["file"]), caption, record["parameters"], snippet
 
