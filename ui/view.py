@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
+
+if TYPE_CHECKING:  # ui.results imports torch; the page is built before torch loads
+    from ui.results import RunOutputs
 
 DISPLAY_MIN_WIDTH = 900
 MAX_UPSCALE = 4
@@ -22,7 +25,7 @@ def display_grid(grid: Image.Image | None) -> Image.Image | None:
     return grid.resize((grid.width * factor, grid.height * factor), Image.Resampling.NEAREST)
 
 
-def result_updates(outputs: Any, run_id: str) -> list[Any]:
+def result_updates(outputs: RunOutputs, run_id: str) -> list[Any]:
     """Values for grid, gallery, run id, chart, verdicts and files, in the page's order."""
     return [display_grid(outputs.grid), outputs.gallery(), run_id, outputs.chart("steps"),
             outputs.verdicts_markdown(), [str(p) for p in outputs.files]]
