@@ -29,7 +29,8 @@ $(SYS_STAMP): apt-packages.txt
 	  [ -z "$$p" ] || dpkg -s "$$p" >/dev/null 2>&1 || echo "$$p"; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:" $$missing; \
-	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	    -o Dpkg::Use-Pty=0 $$missing >/dev/null; \
 	fi
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	touch $@
@@ -38,7 +39,7 @@ run: $(APP_STAMP)
 	$(BIN)/python app.py
 
 test: $(DEV_STAMP) $(SYS_STAMP)
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 -q -rs
 
 # The fast tier: no model renders, processes or browser (markers in pyproject.toml).
 test-fast: $(DEV_STAMP)

@@ -71,6 +71,8 @@ AXES: dict[str, AxisType] = {t.name: t for t in (
     AxisType("negative_prompt", "Negative prompt", "text"),
     AxisType("size", "Size", "size"),
     AxisType("model", "Checkpoint name", "text", bare_label=True),
+    AxisType("shift", "Shift", "float", maximum=100.0),
+    AxisType("guidance", "Distilled CFG Scale", "float", minimum=0.0, maximum=100.0),
 )}
 
 # A1111's labels of the axes, in the menus' order ("Sampler", "Steps", ...).

@@ -18,6 +18,8 @@ from pipeline.denoiser import Row
 from samplers.plan import SamplingPlan
 from samplers.protocol import step_of
 
+STOPPED = "stopped by the user"  # the start of a stopped cell's error (render.py, the app read it)
+
 
 @dataclass
 class RowConditioning:
@@ -68,7 +70,7 @@ class CellState:
             c = self.cond
             self._row = Row(x=x, sigma=sigma, timestep=timestep, cond=c.cond, uncond=c.uncond,
                             cfg=float(self.spec.cfg), pooled=c.pooled, uncond_pooled=c.uncond_pooled,
-                            time_ids=c.time_ids)
+                            time_ids=c.time_ids, guidance=getattr(self.spec, "guidance", None))
         return self._row
 
     def receive(self, denoised: Tensor, seconds: float, preview_every: int, decoder) -> None:
@@ -102,6 +104,13 @@ class CellState:
                 self.stop("the sampler's result is NaN or inf")
         except (ValueError, FloatingPointError, RuntimeError) as err:
             self.stop(f"the sampler failed: {err}")
+
+    def stop_by_user(self) -> None:
+        """Stopped from outside (Stop, Ctrl-C): the reason says how far the cell got; its previews
+        stay, so the app can show the cell's last denoised estimate, marked unfinished."""
+        steps = len(self.sigmas) - 1
+        done = step_of(float(self.request[1]), self.sigmas) - 1 if self.request is not None else 0
+        self.stop(f"{STOPPED} at step {min(done, steps)} of {steps}")
 
     def stop(self, reason: str) -> None:
         self.error = self.error or reason

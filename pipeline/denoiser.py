@@ -31,7 +31,8 @@ class Row:
     x: (1, C, h, w) latent in the sigma parametrisation; sigma: its noise
     level; timestep: the model timestep to use (None: derived from sigma);
     cond/uncond: prompt embeddings (1, L, D); pooled/uncond_pooled and
-    time_ids: SDXL's extra conditioning; cfg: guidance scale.
+    time_ids: SDXL's extra conditioning; cfg: guidance scale; guidance: Flux's
+    distilled guidance (None: the model's default; other models ignore it).
     """
 
     x: Tensor
@@ -43,6 +44,7 @@ class Row:
     pooled: Tensor | None = None
     uncond_pooled: Tensor | None = None
     time_ids: Tensor | None = None
+    guidance: float | None = None
 
     @property
     def guided(self) -> bool:

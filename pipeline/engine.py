@@ -70,6 +70,7 @@ class TickLoop:
         self.progress = progress
         self.deliver = deliver
         self.unet_calls = 0  # batched UNet calls made (each evaluates many model rows), for the benchmark
+        self.stopped: list[CellState] = []  # cells a stop cut short (never delivered: not the cell's image)
 
     def run(self, states: list[CellState]) -> None:
         dead = [s for s in states if not s.alive]  # failed (or finished) on their very first step
@@ -82,7 +83,8 @@ class TickLoop:
         while live:
             if self.options.should_stop and self.options.should_stop():
                 for s in live:
-                    s.stop("stopped by the user")
+                    s.stop_by_user()
+                self.stopped = live
                 return
             max_rows = self._tick(live, max_rows)
             done = [s for s in live if not s.alive]

@@ -35,7 +35,6 @@ from itertools import pairwise
 from torch import Tensor
 
 from samplers._math import int_option
-from samplers.noise import CellNoise
 from samplers.protocol import SamplerGenerator
 from samplers.registry import register
 
@@ -65,7 +64,7 @@ def adams_bashforth_slope(slopes_newest_first: list[Tensor] | deque[Tensor]) -> 
     description="Improved PNDM: a multistep solver that reuses the last three model outputs, one "
                 "call per step; fourth order on evenly spaced steps, second order on Karras steps.",
 )
-def ipndm(x: Tensor, sigmas: Tensor, noise: CellNoise, *, max_order: int = 4) -> SamplerGenerator:
+def ipndm(x: Tensor, sigmas: Tensor, *, max_order: int = 4) -> SamplerGenerator:
     """iPNDM with Adams-Bashforth orders up to max_order (1..4); 1 call per step, no noise."""
     order = int_option("max_order", max_order, minimum=1, maximum=MAX_ORDER)
     return _ipndm(x, sigmas.tolist(), order)

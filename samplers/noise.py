@@ -98,6 +98,30 @@ class CellNoise:
         return self._tree
 
 
+class ClampedQueries:
+    """A Brownian tree (torchsde's, or diffusers' batch of them) whose queries are clamped into
+    the interval the tree really holds.
+
+    torchsde rounds a BrownianInterval's ends to its tolerance's decimal digits (tol 1e-6: six),
+    so an end can move inwards past the exact sigma a sampler then asks for (t0 = 0.0291675 is
+    kept as 0.029168): torchsde warns "Should have ta>=t0" and clamps the query itself. Clamping
+    it here first gives the same increments, bit for bit, without the warning; a query inside the
+    interval is untouched. (Our own CellNoise widens its tree's interval instead; diffusers'
+    DPMSolverSDEScheduler builds its tree on the exact schedule ends, so its queries are clamped.)
+    """
+
+    def __init__(self, tree: object, t0: float, t1: float, tol: float = 1e-6) -> None:
+        digits = -int(math.log10(tol))
+        self.tree = tree
+        self.lo, self.hi = sorted((round(float(t0), digits), round(float(t1), digits)))
+
+    def __call__(self, ta: float | Tensor, tb: float | Tensor) -> Tensor:
+        return self.tree(self._inside(ta), self._inside(tb))
+
+    def _inside(self, t: float | Tensor) -> float:
+        return min(max(float(t), self.lo), self.hi)
+
+
 def sigma_range(sigmas: Tensor) -> tuple[float, float]:
     """The (smallest positive, largest) sigma of a schedule: the Brownian interval."""
     positive = sigmas[sigmas > 0]

@@ -11,9 +11,12 @@ a diffusers sampler on "Automatic" runs its scheduler's own sigmas. The engine
 (pipeline.render), the A1111 text (report.infotext), the diffusers scripts (report.snippet),
 the grid limits and progress estimates, and `samplers.sigmas` all read it from here.
 
-A model enters as ModelFacts: its family ("sd1", "sd2", "sdxl"; flow families "sd3", "flux"
-to come), prediction type, training sigmas, scheduler config and whether it is a rectified-flow
-model (`flow`, until samplers gains its parametrisation objects).
+A model enters as ModelFacts: its family ("sd1", "sd2", "sdxl", or the rectified-flow families
+"sd3", "flux"), prediction type, training sigmas, scheduler config and, for a flow model, its
+timestep shift rule (`flow`: samplers.flow_schedule.FlowShift). On a flow model the plan also
+decides the cell's shift (its "shift" setting, else the model's own at the cell's size), the
+shifted training table the schedule types run on, "Automatic" = what the model's own diffusers
+pipeline runs, and the parametrisation the sampler gets (samplers.FLOW at that shift).
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from torch import Tensor
 
 from core.cells import CellSpec
 from samplers import diffusers_adapter, schedules
+from samplers.flow_schedule import FlowShift, check_shift, model_shift, pipeline_sigmas
 from samplers.names import resolve
+from samplers.parametrisation import FLOW, VE, Parametrisation, flow_train_sigmas
 from samplers.registry import SamplerInfo
 
 # Keyword options of a schedule type (schedules.compute), as samplers.sigmas takes them.
@@ -46,7 +51,8 @@ class ModelFacts:
     prediction_type: str
     train_sigmas: Tensor
     scheduler_config: Mapping[str, Any] = field(default_factory=dict)
-    flow: bool = False
+    flow: FlowShift | None = None  # a rectified-flow model's shift rule; None for the SD family
+    vae_scale_factor: int = 8  # pixels per latent pixel (a flow model's dynamic shift reads the latent size)
 
     @property
     def steps_family(self) -> str:
@@ -62,7 +68,9 @@ class SamplingPlan:
     it (None when the sampler picks its own sigmas: DPM fast/adaptive, a diffusers scheduler on
     "Automatic"); sigmas: the schedule, float64, descending; options: the sampler's keyword
     options (for a diffusers sampler also its schedule flags and the model's scheduler config);
-    flow: the model is a rectified-flow model; denoiser_calls: calls the sampler makes
+    flow: the model is a rectified-flow model; param: the parametrisation the sampler runs with
+    (samplers.VE, or samplers.FLOW at the cell's shift); shift: that shift (None on SD models);
+    denoiser_calls: calls the sampler makes
     (an estimate for DPM adaptive, see denoiser_calls); model_rows: UNet rows, twice that
     under CFG > 1.
     """
@@ -74,6 +82,8 @@ class SamplingPlan:
     flow: bool
     denoiser_calls: int
     model_rows: int
+    param: Parametrisation = VE
+    shift: float | None = None
 
 
 def schedule_type(sampler_info: SamplerInfo, schedule: str, implied: str | None = None) -> str:
@@ -141,6 +151,8 @@ def plan_cell(cell: CellSpec, model: ModelFacts) -> SamplingPlan:
     otherwise. Raises ValueError (a cell that cannot start) with a message a user can act on.
     """
     info, implied = resolve(cell.sampler)
+    if model.flow is not None:
+        return _plan_flow_cell(cell, model, info, implied)
     schedule = schedule_type(info, cell.schedule, implied)
     options = dict(cell.sampler_options)
     if info.family == "diffusers":
@@ -151,10 +163,51 @@ def plan_cell(cell: CellSpec, model: ModelFacts) -> SamplingPlan:
         # every schedule type takes `family`; only Align Your Steps reads it
         sig = schedules.compute(schedule, cell.steps, model.train_sigmas,
                                 discard_penultimate=info.discard_penultimate, family=model.steps_family)
+    return _plan(cell, info, implied, sig, options, model)
+
+
+def cell_shift(cell: CellSpec, model: ModelFacts) -> float:
+    """The shift multiplier a flow cell samples with: its own "shift" setting, else the model's own
+    at the cell's size (Flux's resolution-dependent shift reads the latent size)."""
+    if cell.shift is not None:
+        return check_shift(cell.shift)
+    assert model.flow is not None and cell.width and cell.height
+    f = model.vae_scale_factor
+    return model_shift(model.flow, cell.height // f, cell.width // f)
+
+
+def _plan_flow_cell(cell: CellSpec, model: ModelFacts, info: SamplerInfo,
+                    implied: str | None) -> SamplingPlan:
+    """A flow cell: "Automatic" (with no schedule implied by the name) is the model's own pipeline's
+    sigmas, FlowMatchEulerDiscreteScheduler follows the native sigmas as the pipelines make it,
+    other diffusers flow schedulers run their own spacing at the cell's shift, and every other
+    schedule type is computed on the shifted flow table, as ComfyUI does on its flow models."""
+    shift = cell_shift(cell, model)
+    options = dict(cell.sampler_options)
+    automatic = schedules.canonical(cell.schedule) == "Automatic" and implied is None
+    if info.family == "diffusers":
+        options["scheduler_config"] = dict(model.scheduler_config)
+        if diffusers_adapter.scheduler_of(info.name)[0] != "FlowMatchEulerDiscreteScheduler":
+            schedule = schedule_type(info, cell.schedule, implied)
+            options = {**diffusers_adapter.schedule_overrides(schedule, info.name), **options}
+            table = flow_train_sigmas(shift)
+            sig = diffusers_adapter.scheduler_sigmas(info.name, cell.steps, table, **options)
+            return _plan(cell, info, implied, sig, options, model, shift)
+    if automatic:
+        sig = pipeline_sigmas(model.family, cell.steps, shift)
+    else:
+        sig = schedules.compute(schedule_type(info, cell.schedule, implied), cell.steps,
+                                flow_train_sigmas(shift), discard_penultimate=info.discard_penultimate)
+    return _plan(cell, info, implied, sig, options, model, shift)
+
+
+def _plan(cell: CellSpec, info: SamplerInfo, implied: str | None, sig: Tensor, options: dict[str, Any],
+          model: ModelFacts, shift: float | None = None) -> SamplingPlan:
     calls = calls_for(info, cell.steps)
     return SamplingPlan(sampler=info, schedule=shown_schedule(info, cell.schedule, implied),
-                        sigmas=sig.double(), options=options, flow=model.flow, denoiser_calls=calls,
-                        model_rows=rows_for(calls, cell.cfg))
+                        sigmas=sig.double(), options=options, flow=model.flow is not None,
+                        denoiser_calls=calls, model_rows=rows_for(calls, cell.cfg),
+                        param=FLOW.with_shift(shift) if shift is not None else VE, shift=shift)
 
 
 def sigmas(

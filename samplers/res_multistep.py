@@ -33,7 +33,6 @@ from itertools import pairwise
 
 from torch import Tensor
 
-from samplers.noise import CellNoise
 from samplers.protocol import SamplerGenerator
 from samplers.registry import register
 
@@ -53,7 +52,7 @@ def res_weights(h: float, h_prev: float) -> tuple[float, float]:
     description="Refined exponential solver, multistep form: a second-order step built from the "
                 "current and previous model outputs, one call per step.",
 )
-def res_multistep(x: Tensor, sigmas: Tensor, noise: CellNoise) -> SamplerGenerator:
+def res_multistep(x: Tensor, sigmas: Tensor) -> SamplerGenerator:
     """RES second-order multistep (first step and the step to 0 first order); 1 call per step."""
     return _res_multistep(x, sigmas.tolist())
 

@@ -113,9 +113,10 @@ def test_labels(axis: str, value: object, text: str) -> None:
 
 
 def test_every_axis_has_a1111s_label() -> None:
+    # Shift and Distilled CFG Scale are Forge's (flow models), the others A1111's
     assert [t.label for t in AXES.values()] == [  # in the order the app's menus list them
         "Sampler", "Steps", "Schedule type", "CFG Scale", "Seed", "Eta", "Sigma noise", "Prompt S/R",
-        "Negative prompt", "Size", "Checkpoint name"]
+        "Negative prompt", "Size", "Checkpoint name", "Shift", "Distilled CFG Scale"]
 
 
 @pytest.mark.parametrize(("axis", "text", "message"), [

@@ -4,6 +4,8 @@ answer the engine, the A1111 text and the diffusers scripts get."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -86,8 +88,22 @@ def test_call_counts(sampler, steps, cfg, calls, rows):
 
 
 def test_flow_is_an_input_of_the_plan():
-    flow = ModelFacts(family="sd3", prediction_type="flow", train_sigmas=TRAIN, flow=True)
-    assert plan_cell(cell(), flow).flow and not plan_cell(cell(), SD).flow
+    """On a flow model the plan runs the model's pipeline sigmas on Automatic at the cell's shift
+    (its own, else the model's), other types on the shifted flow table, with samplers.FLOW."""
+    from samplers import FLOW, VE
+    from samplers.flow_schedule import FlowShift, pipeline_sigmas
+
+    flow = ModelFacts(family="sd3", prediction_type="flow", train_sigmas=TRAIN, flow=FlowShift(shift=3.0))
+    sized = replace(cell("Euler", "Automatic"), width=64, height=64)
+    plan = plan_cell(sized, flow)
+    assert plan.flow and plan.shift == 3.0 and plan.param == FLOW.with_shift(3.0)
+    torch.testing.assert_close(plan.sigmas, pipeline_sigmas("sd3", sized.steps, 3.0))
+    own = plan_cell(replace(sized, shift=1.5), flow)
+    assert own.shift == 1.5 and own.sigmas[1] < plan.sigmas[1]  # a smaller shift: less time at high noise
+    karras = plan_cell(replace(sized, schedule="Karras"), flow)
+    assert float(karras.sigmas[0]) <= 1.0 and karras.schedule == "Karras"
+    sd = plan_cell(cell(), SD)
+    assert not sd.flow and sd.param == VE and sd.shift is None
 
 
 def test_a_cell_that_cannot_start_raises_a_clear_error():

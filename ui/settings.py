@@ -12,7 +12,8 @@ Decisions:
   that sampler converging, or not, left to right), no Z.
 - A setting that is not on an axis uses its control's value; a sampler or steps
   not on an axis uses the first one chosen.
-- Width/height 0 means "the model's default size".
+- Width/height 0 means "the model's default size"; so does 0 for Shift and Distilled CFG Scale
+  (flow models: the model's own shift, Flux's 3.5), which a grid sends only when set.
 - Links carry a fixed seed: pressing Generate with seed -1 first draws one, so a
   shared link renders the same grid.
 - `from_query` never fails: a bad or unknown parameter keeps the default and adds
@@ -27,6 +28,7 @@ from urllib.parse import urlencode
 
 from core.axes import AXIS_LABELS
 from core.limits import MAX_SEED, MAX_SIDE, SpecError
+from grids import defaults
 
 if TYPE_CHECKING:
     from grids.spec import Axis, GridSpec
@@ -34,25 +36,28 @@ if TYPE_CHECKING:
 NO_AXIS = "Nothing"
 # The axes a user can pick, by A1111's labels, in the order the menus list them.
 AXIS_CHOICES = AXIS_LABELS
-DEFAULT_SAMPLERS = ("Euler", "Euler a", "DPM++ 2M", "DPM++ 2M SDE", "Heun", "UniPC")
+DEFAULT_SAMPLERS = defaults.SAMPLERS
 
 
 @dataclass(frozen=True)
 class Settings:
     """Every control's value. Axis fields hold A1111 labels ("Steps"); values are text."""
 
-    prompt: str = "grinning face"
-    negative_prompt: str = ""
+    prompt: str = defaults.PROMPT
+    negative_prompt: str = defaults.NEGATIVE_PROMPT
     model: str = "builtin"
     samplers: tuple[str, ...] = DEFAULT_SAMPLERS
-    steps: str = "5, 10, 20, 40"
+    steps: str = defaults.STEPS
     schedule: str = "Automatic"
-    cfg: float = 5.0
+    cfg: float = defaults.CFG
     eta: float = 1.0
+    eta_ddim: float = 0.0
     s_noise: float = 1.0
+    shift: float = 0.0
+    guidance: float = 0.0
     width: int = 0
     height: int = 0
-    seed: int = 1234
+    seed: int = defaults.SEED
     x_axis: str = "Steps"
     x_values: str = ""
     y_axis: str = "Sampler"
@@ -81,7 +86,9 @@ class Settings:
             model=self.model.strip() or "builtin", prompt=self.prompt,
             negative_prompt=self.negative_prompt, width=self.width or None, height=self.height or None,
             seed=int(self.seed), cfg=float(self.cfg), sampler=fixed_sampler, schedule=self.schedule,
-            steps=step_values[0], eta=float(self.eta), s_noise=float(self.s_noise),
+            steps=step_values[0], eta=float(self.eta), eta_ddim=float(self.eta_ddim),
+            s_noise=float(self.s_noise), shift=float(self.shift) or None,
+            guidance=float(self.guidance) or None,
             vary_seeds=bool(self.vary_seeds),
             **{pos: self._axis(pos, label, text) for pos, (label, text) in positions.items()})
 
@@ -103,7 +110,7 @@ class Settings:
         try:
             return axes.parse_values("steps", self.steps)
         except axes.AxisError as err:
-            raise SpecError(f"Steps: {err}") from err
+            raise SpecError(f"Step counts: {_reason(err, 'steps')}") from err
 
     def _axis(self, pos: str, label: str | None, text: str) -> Axis | None:
         if label is None:
@@ -127,7 +134,7 @@ class Settings:
         try:
             return Axis(name, values)
         except axes.AxisError as err:
-            raise SpecError(f"{pos.upper()} axis: {err}") from err
+            raise SpecError(f"{pos.upper()} axis ({label}): {_reason(err, name)}") from err
 
     # ------------------------------------------------------------------ link
 
@@ -165,13 +172,20 @@ class Settings:
 
 
 _KEYS = {"prompt": "prompt", "negative_prompt": "neg", "model": "model", "samplers": "sampler",
-         "steps": "steps", "schedule": "schedule", "cfg": "cfg", "eta": "eta", "s_noise": "s_noise",
+         "steps": "steps", "schedule": "schedule", "cfg": "cfg", "eta": "eta", "eta_ddim": "eta_ddim",
+         "s_noise": "s_noise", "shift": "shift", "guidance": "guidance",
          "width": "w", "height": "h", "seed": "seed", "x_axis": "x", "x_values": "xv", "y_axis": "y",
          "y_values": "yv", "z_axis": "z", "z_values": "zv", "vary_seeds": "vary_seeds",
          "accurate_reference": "ref", "overlay": "overlay"}
-_NUMBERS = {"cfg": (0.0, 100.0), "eta": (0.0, 10.0), "s_noise": (0.0, 10.0)}
+_NUMBERS = {"cfg": (0.0, 100.0), "eta": (0.0, 10.0), "eta_ddim": (0.0, 10.0), "s_noise": (0.0, 10.0),
+            "shift": (0.0, 100.0), "guidance": (0.0, 100.0)}
 _SIDES = {"width", "height"}
 _MAX_TEXT = 4000
+
+
+def _reason(err: Exception, axis: str) -> str:
+    """An axis error's text without its own "<axis>: " prefix (the message names the control)."""
+    return str(err).removeprefix(f"{axis}: ")
 
 
 def _first(raw: Any) -> Any:
@@ -232,5 +246,5 @@ def _example(axis: str) -> str:
     return {"cfg": "3, 5, 7.5", "seed": "1, 2, 3", "eta": "0, 0.5, 1", "s_noise": "0.9, 1, 1.1",
             "schedule": "Karras, Exponential", "prompt_sr": "face, cat, dog",
             "negative_prompt": '"", blurry', "size": "512x512, 768x512",
-            "model": "builtin"}.get(axis, "1, 2, 3")
+            "model": "builtin", "shift": "1, 3, 6", "guidance": "2, 3.5, 5"}.get(axis, "1, 2, 3")
 
