@@ -3,7 +3,7 @@
 This module owns the command line: a spec file and flags become a GridSpec and SweepOptions;
 sweeps.run.Sweep checks the grid against the loaded model, renders it (this process's share of
 it when `accelerate launch` started several) with a progress bar on stderr, and writes DIR
-through grids.outputs.GridFolder:
+through report.run_folder.GridFolder:
 
     grid.png                   the labelled grid (A1111 "parameters" text of cell 0 + X/Y/Z plot);
                                not with --no-grid
@@ -14,7 +14,7 @@ through grids.outputs.GridFolder:
     spec.json                  the resolved spec (random seeds fixed): `--spec DIR/spec.json` re-runs it
     grid.jpg, grid.webp        with --formats png,jpeg,webp (the text in EXIF, as A1111 writes it)
     animation.gif              with --animation: one frame per steps value, else per X value
-    metrics.csv                each cell's distance to its series' reference (grids.metrics)
+    metrics.csv                each cell's distance to its series' reference (report.metrics)
     bundle.zip                 with --zip: every file above but the records, and the manifest
     manifest.json              written last: the spec as given, the resolved seed, every cell's
                                settings, labels, model calls, seconds, file and sha256, diffusers
@@ -39,10 +39,11 @@ from pathlib import Path
 from typing import Any
 
 import grids
+from core.progress import Progress
 from grids import defaults
-from grids.exports import ExportError
-from grids.layout import LayoutOptions
-from grids.outputs import FolderOptions, OutputFolderError, parse_formats
+from report.exports import ExportError
+from report.layout import LayoutOptions
+from report.run_folder import FolderOptions, OutputFolderError, parse_formats
 from sweeps.run import Sweep, SweepOptions
 from sweeps.shards import DEFAULT_CHUNK
 
@@ -218,7 +219,7 @@ class ProgressBar:
         self.bar.set_description_str(f"{self.label}cells {self.cells_done}/{self.cells_total}, "
                                      f"model calls {calls_done}/{calls_total}", refresh=False)
 
-    def on_progress(self, p: Any) -> None:
+    def on_progress(self, p: Progress) -> None:
         """Called after every engine tick with this process's progress (calls_done, calls_total)."""
         if p.calls_done > self.bar.total:  # DPM adaptive can take more calls than estimated
             self.bar.total = p.calls_done

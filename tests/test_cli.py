@@ -14,9 +14,9 @@ from PIL import Image
 import cli
 import grids
 from grids import GridSpec
-from grids.layout import PLACEHOLDER, GridLabels, LayoutOptions, plan_layout
-from grids.reader import read_parameters
 from pipeline.models import load_model
+from report.infotext_reader import read_parameters
+from report.layout import PLACEHOLDER, GridLabels, LayoutOptions, plan_layout
 
 SAMPLERS = ["Euler", "Euler a", "DPM++ 2M SDE"]
 STEPS = [2, 3]
@@ -254,8 +254,8 @@ def test_the_apps_spec_json_runs_unchanged(tmp_path):
 
 
 def test_metrics_from_disk_equal_metrics_from_memory(sd_path, tmp_path):
-    from grids.metrics import measure
     from pipeline.render import render
+    from report.metrics import measure
     from sweeps.shards import work_units
 
     out = tmp_path / "m"

@@ -10,8 +10,8 @@ import pytest
 
 import samplers
 from core.cells import CellSpec
-from grids.snippet import diffusers_scheduler, diffusers_snippet, snippet_unavailable_reason
 from pipeline.render import render
+from report.snippet import diffusers_scheduler, diffusers_snippet, snippet_unavailable_reason
 
 NO_EQUIVALENT = {"DPM++ 2S a", "DPM fast", "DPM adaptive", "Restart", "DPM++ 2M SDE Heun", "LCM", "DEIS",
                  "ER-SDE", "iPNDM", "res_multistep"}

@@ -171,8 +171,8 @@ def test_the_app_and_the_cli_write_the_same_infotext_for_the_same_cell() -> None
     """The app's Eta 1 / Sigma noise 1 / Eta DDIM 0 are the samplers' defaults: its cells are the
     CLI's cells (which leave them out), with the same A1111 text, and DDIM stays deterministic."""
     import cli
-    from grids.infotext import parameters
     from grids.spec import expand
+    from report.infotext import parameters
 
     names = ["Heun", "DPM++ 2M SDE", "DDIM", "Euler a"]
     app = expand(Settings(prompt="cat face", samplers=tuple(names), steps="10", seed=3, cfg=5).to_spec())

@@ -27,6 +27,7 @@ from ui.models import ModelHolder
 from ui.settings import Settings
 
 if TYPE_CHECKING:  # ui.runner imports torch; the page is built before torch loads
+    from ui.results import RunOutputs
     from ui.runner import GridJob, Snapshot
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,7 @@ def stop(session: str) -> str:
     return progress_html(None, "Stopping after the current step — finished cells are kept…")
 
 
-def remember(outputs: Any) -> str:
+def remember(outputs: RunOutputs) -> str:
     """Keep a finished run's outputs server-side; returns its id for the page state."""
     with _LOCK:
         RUNS[outputs.run_id] = outputs

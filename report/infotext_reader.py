@@ -1,13 +1,13 @@
 """Reading A1111 infotext back: from an image file to its `parameters` text, to its fields, to cell settings.
 
-This module owns the reading side of what grids/infotext.py writes (and what A1111 v1.10.1 writes):
+This module owns the reading side of what report/infotext.py writes (and what A1111 v1.10.1 writes):
 
     read_parameters(source) -> str | None      the text of a PNG `parameters` chunk, else of a
                                                 JPEG/WebP EXIF UserComment, else of a comment
     parse_parameters(text) -> dict              prompt, negative_prompt and the "Key: value" fields
     to_cell_settings(parsed) -> dict            the CellSpec fields the text gives
 
-The text format (A1111's PNG Info; see grids/infotext.py for the writer):
+The text format (A1111's PNG Info; see report/infotext.py for the writer):
 
     <prompt, any number of lines>
     Negative prompt: <negative prompt, any number of lines>      (only when there is one)
@@ -38,7 +38,7 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 import samplers
-from grids import infotext
+from report import infotext
 from samplers import schedules
 
 EXIF_IFD = 0x8769  # the Exif sub-IFD pointer in IFD0 (EXIF 2.3, 4.6.3)
