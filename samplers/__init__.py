@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from samplers import (  # noqa: F401  (importing registers the samplers)
+    comfyui,
     ddim,
     deis,
     diffusers_adapter,
@@ -63,6 +64,7 @@ train_sigmas = schedules.train_sigmas
 # Keyword options of a schedule type (schedules.compute), as samplers.sigmas takes them.
 SCHEDULE_OPTIONS = ("sigma_min", "sigma_max", "rho", "alpha", "beta", "family")
 diffusers_adapter.register_equivalents()
+comfyui.register_variants()
 
 
 def names() -> list[str]:
@@ -91,7 +93,12 @@ def resolve(name: str) -> tuple[SamplerInfo, str | None]:
         return known[name], None
     if name.startswith(diffusers_adapter.PREFIX):
         return diffusers_adapter.info_for(name), None
-    by_lower = {k.lower(): v for k, v in known.items()}
+    comfy = comfyui.runs_as(name)  # ComfyUI's lowercase names, matched exactly
+    if comfy is not None and comfy in known:
+        return known[comfy], None
+    by_lower: dict[str, SamplerInfo] = {}
+    for k, v in known.items():  # the first registered wins: "Lms" is A1111's LMS, not ComfyUI's lms
+        by_lower.setdefault(k.lower(), v)
     if name.lower() in by_lower:
         return by_lower[name.lower()], None
     for schedule in schedules.SCHEDULES:
@@ -100,7 +107,9 @@ def resolve(name: str) -> tuple[SamplerInfo, str | None]:
             base = by_lower.get(name[: -len(suffix)].strip().lower())
             if base is not None:
                 return base, schedule
-    raise UnknownSamplerError(suggest(name, names(), "sampler", also=_combined_names()))
+    raise UnknownSamplerError(suggest(name, names(), "sampler",
+                                      also=[*comfyui.COMFYUI_SAMPLERS, *_combined_names()])
+                              + comfyui.hint(name))
 
 
 def _combined_names() -> list[str]:

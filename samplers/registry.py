@@ -110,8 +110,12 @@ def suggest(name: str, choices: list[str], what: str, also: list[str] | None = N
     `also` are further names worth suggesting (e.g. combined "DPM++ 2M Karras" names) that the
     message does not list when nothing is close.
     """
-    lowered = {c.lower(): c for c in [*choices, *(also or [])]}
+    lowered: dict[str, list[str]] = {}
+    for c in [*choices, *(also or [])]:
+        if c not in lowered.setdefault(c.lower(), []):
+            lowered[c.lower()].append(c)  # "Beta" and "beta" are different names: offer both
     close = difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.5)
     if close:
-        return f"unknown {what} {name!r} — did you mean {' or '.join(repr(lowered[c]) for c in close)}?"
+        names = [n for c in close for n in lowered[c]]
+        return f"unknown {what} {name!r} — did you mean {' or '.join(repr(n) for n in names)}?"
     return f"unknown {what} {name!r}; known: {', '.join(choices)}."

@@ -14,7 +14,9 @@ from grids.snippet import diffusers_scheduler, diffusers_snippet, snippet_unavai
 from pipeline.render import render
 
 NO_EQUIVALENT = {"DPM++ 2S a", "DPM fast", "DPM adaptive", "Restart", "DPM++ 2M SDE Heun", "LCM", "DEIS",
-                 "ER-SDE", "iPNDM", "res_multistep"}
+                 "ER-SDE", "iPNDM", "res_multistep",
+                 # ComfyUI's variants and ComfyUI-only samplers (samplers/comfyui.py)
+                 "lms", "dpmpp_3m_sde", "uni_pc_bh2"}
 
 
 def cell(sampler="DPM++ 2M", schedule="Automatic", options=(), prompt="a cat", negative="", steps=20,
