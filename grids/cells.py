@@ -61,8 +61,10 @@ class CellSpec:
 
     def model_calls(self) -> int:
         """Model rows evaluated: denoiser calls, twice when CFG > 1 (the engine then runs
-        the unconditional half too, as diffusers does; at cfg <= 1 it runs only one)."""
-        return self.denoiser_calls() * (2 if self.cfg > 1.0 else 1)
+        the unconditional half too, as diffusers does; at cfg <= 1 it runs only one) and
+        always twice for a CFG++ sampler, which needs the unconditional estimate at any cfg."""
+        both = self.cfg > 1.0 or samplers.info(self.sampler).cfg_pp
+        return self.denoiser_calls() * (2 if both else 1)
 
 
 @dataclass(frozen=True)

@@ -304,7 +304,11 @@ def _cell(spec: GridSpec, fixed: dict[str, Any], index: tuple[int, int, int], va
     schedule = settings["schedule"]
     if sampler.schedule is not None and spec.axis("schedule") is None:
         schedule = sampler.schedule
-    takes = samplers.info(sampler.sampler).options
+    info = samplers.info(sampler.sampler)
+    if info.cfg_pp and float(settings["cfg"]) <= 0:
+        raise SpecError(f"{info.name} is a CFG++ sampler: at cfg {float(settings['cfg']):g} its guided "
+                        "estimate is the unconditional one and the prompt is ignored — use cfg about 1 to 2")
+    takes = info.options
     options = tuple(sorted((k, settings[k]) for k in ("eta", "s_noise")
                            if settings[k] is not None and k in takes))
     cell_spec = CellSpec(

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from samplers import (  # noqa: F401  (importing registers the samplers)
+    cfg_pp,
     comfyui,
     ddim,
     deis,
@@ -28,13 +29,17 @@ from samplers import (  # noqa: F401  (importing registers the samplers)
     dpmpp_sde,
     er_sde,
     euler,
+    gradient_estimation,
+    heunpp,
     ipndm,
     lcm,
     lms,
     plms,
     res_multistep,
     restart,
+    sa_solver,
     schedules,
+    seeds,
     unipc,
 )
 from samplers.noise import CellNoise, sigma_range
@@ -208,11 +213,12 @@ def sample(name: str, denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, seed: in
     """Run sampler `name` from x (noise already scaled to sigmas[0]) along `sigmas`.
 
     `denoiser(x, sigma)` gets x of shape (B, ...) and sigma of shape (B,) and
-    returns the denoised estimate. `sigmas` is used exactly as given. Noise
-    comes only from `seed`: the same seed gives the same result, bit for bit.
+    returns the denoised estimate; for a CFG++ sampler (`info(name).cfg_pp`) it
+    returns the pair (guided_x0, unconditional_x0). `sigmas` is used exactly as
+    given. Noise comes only from `seed`: the same seed gives the same result, bit for bit.
     """
     sig = _check_sigmas(sigmas)
     noise = CellNoise(seed, *sigma_range(sig))
     gen = start_generator(name, x, sig, noise, **options)
-    result, _calls = drive(gen, denoiser, sig)
+    result, _calls = drive(gen, denoiser, sig, pairs=info(name).cfg_pp)
     return result

@@ -35,7 +35,10 @@ class SamplerInfo:
     or None when the sampler picks its own sigmas (uses_schedule False).
     discard_penultimate: "Automatic" computes steps+1 sigmas and drops the
     next-to-last, as A1111 does for this sampler. options: keyword options and
-    their defaults, read from the function's signature.
+    their defaults, read from the function's signature. cfg_pp: a CFG++ sampler
+    (Chung et al. 2024): every request is answered with the pair (guided D,
+    unconditional D) instead of one tensor, so the engine runs the unconditional
+    half even at cfg <= 1.
     """
 
     name: str
@@ -49,6 +52,7 @@ class SamplerInfo:
     discard_penultimate: bool = False
     family: str = "native"
     options: dict[str, Any] = field(default_factory=dict)
+    cfg_pp: bool = False
 
 
 _REGISTRY: dict[str, SamplerInfo] = {}
@@ -73,6 +77,7 @@ def register(
     uses_steps: bool = True,
     uses_schedule: bool = True,
     discard_penultimate: bool = False,
+    cfg_pp: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: add a sampler generator function to the registry."""
     if kind not in KINDS:
@@ -85,7 +90,7 @@ def register(
             name=name, fn=fn, kind=kind, calls_per_step=calls_per_step,
             default_schedule=default_schedule, description=description,
             uses_steps=uses_steps, uses_schedule=uses_schedule,
-            discard_penultimate=discard_penultimate, options=keyword_options(fn),
+            discard_penultimate=discard_penultimate, options=keyword_options(fn), cfg_pp=cfg_pp,
         )
         return fn
 
