@@ -49,7 +49,8 @@ from sweeps.shards import DEFAULT_CHUNK
 # axis is left out when its setting is given as a flag (--sampler Euler means one sampler).
 DEFAULT_AXES = {"x": ("sampler", "DPM++ 2M, Euler a, Euler, DPM++ 2M SDE"), "y": ("steps", "10, 20, 30")}
 _FIELD_FLAGS = ("model", "prompt", "negative_prompt", "width", "height", "seed", "cfg", "sampler",
-                "schedule", "steps", "eta", "s_noise", "vary_seeds")
+                "schedule", "steps", "eta", "eta_ddim", "s_noise",
+                "vary_seeds")
 EXAMPLES = """examples:
   python cli.py grid --out out/first --prompt "a lighthouse at dusk"
   python cli.py grid --model runwayml/stable-diffusion-v1-5 --out out/g --seed 1 \\
@@ -88,7 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
             ("width", int, "pixels (default: the model's)"), ("height", int, "pixels (default: the model's)"),
             ("seed", int, "-1 picks one at random (written to spec.json)"), ("cfg", float, "CFG scale"),
             ("sampler", str, 'e.g. "DPM++ 2M" or "DPM++ 2M Karras"'), ("schedule", str, "e.g. Karras"),
-            ("steps", int, None), ("eta", float, None), ("s-noise", float, None)):
+            ("steps", int, None),
+            ("eta", float, "ancestral and SDE samplers' eta (default: theirs, 1)"),
+            ("eta-ddim", float, "DDIM's eta (default 0: deterministic; A1111's \"Eta DDIM\")"),
+            ("s-noise", float, None)):
         g.add_argument(f"--{name}", type=kind, default=None, help=text)
     g.add_argument("--vary-seeds", action="store_true", default=None, help="a different seed per cell")
     for pos in "xyz":

@@ -11,6 +11,11 @@ random weights, and saved once as diffusers folders under a cache directory:
     sd15    SD 1.5's own UNet, CLIP ViT-L/14 text encoder and VAE configs
             (860 M + 123 M + 84 M parameters), for the GPU benchmark.
 
+bench/gpu_check.py builds its models in memory instead, straight on the GPU
+(`build_pipeline`, `build_flow_transformer`): SD 1.5 and SDXL base 1.0
+(2.57 B UNet, CLIP-L + CLIP-G 695 M) pipelines, tiny stand-ins of both for
+--smoke, and SD3-Medium (2.03 B) and Flux.1-dev (11.9 B) transformers.
+
 Both use SD 1.5's scheduler config (PNDM, scaled-linear betas, steps_offset 1),
 so every diffusers scheduler built from it is the one an SD 1.5 user gets.
 The tokenizer is the tests' tiny byte-level BPE CLIP vocabulary: real CLIP
@@ -25,6 +30,8 @@ import hashlib
 import json
 import math
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -145,3 +152,124 @@ def build_model(kind: str, cache_dir: Path | None = None) -> Path:
     pipe.save_pretrained(partial, safe_serialization=True)
     partial.rename(folder)  # only a complete folder is ever found by the check above
     return folder
+
+
+# ------------------------------------------------------------------ in-memory models for bench/gpu_check.py
+#
+# SDXL base 1.0's configs (stabilityai/stable-diffusion-xl-base-1.0: unet/, vae/, text_encoder_2/),
+# tiny stand-ins of both families for --smoke, and the SD3-Medium / Flux.1-dev transformer configs.
+# These models are built straight on the target device with seeded random weights and never saved.
+
+SDXL_UNET: dict[str, Any] = {
+    "act_fn": "silu", "addition_embed_type": "text_time", "addition_embed_type_num_heads": 64,
+    "addition_time_embed_dim": 256, "attention_head_dim": (5, 10, 20), "block_out_channels": (320, 640, 1280),
+    "cross_attention_dim": 2048, "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D",
+                                                      "CrossAttnDownBlock2D"),
+    "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4, "layers_per_block": 2, "norm_eps": 1e-5,
+    "norm_num_groups": 32, "out_channels": 4, "projection_class_embeddings_input_dim": 2816,
+    "sample_size": 128, "transformer_layers_per_block": (1, 2, 10),
+    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    "use_linear_projection": True,
+}
+SDXL_VAE: dict[str, Any] = {**SD15_VAE, "sample_size": 1024, "scaling_factor": 0.13025, "force_upcast": True}
+# laion/CLIP-ViT-bigG-14's text tower (SDXL's text_encoder_2, with projection)
+CLIP_G_TEXT: dict[str, Any] = {
+    "hidden_size": 1280, "intermediate_size": 5120, "num_attention_heads": 20, "num_hidden_layers": 32,
+    "max_position_embeddings": MAX_TOKENS, "vocab_size": 49408, "hidden_act": "gelu", "projection_dim": 1280,
+    "layer_norm_eps": 1e-5,
+}
+
+# --smoke stand-ins: each family's layout (SDXL's text_time UNet and two encoders) at a few thousand
+# parameters per block, 2-level VAE (latent factor 2), so a 32 px cell takes milliseconds on a CPU.
+_TINY_TEXT = {**CLIP_L_TEXT, "hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4,
+              "num_hidden_layers": 2, "vocab_size": 1000, "projection_dim": 32}
+_TINY_VAE = {**SD15_VAE, "block_out_channels": (32, 64), "down_block_types": ("DownEncoderBlock2D",) * 2,
+             "up_block_types": ("UpDecoderBlock2D",) * 2, "layers_per_block": 1, "sample_size": 32}
+TINY_SD15_UNET = {**SD15_UNET, "block_out_channels": (32, 64), "layers_per_block": 1,
+                  "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+                  "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"), "cross_attention_dim": 32,
+                  "attention_head_dim": 4, "sample_size": 16}
+TINY_SDXL_UNET = {**SDXL_UNET, "block_out_channels": (32, 64), "layers_per_block": 1,
+                  "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+                  "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"), "attention_head_dim": (2, 4),
+                  "transformer_layers_per_block": (1, 1), "cross_attention_dim": 64,
+                  "addition_time_embed_dim": 8, "projection_class_embeddings_input_dim": 6 * 8 + 32,
+                  "sample_size": 16}
+
+PIPELINE_CONFIGS: dict[str, dict[str, Any]] = {
+    "sd15": {"unet": SD15_UNET, "vae": SD15_VAE, "text": CLIP_L_TEXT},
+    "sdxl": {"unet": SDXL_UNET, "vae": SDXL_VAE, "text": CLIP_L_TEXT, "text_2": CLIP_G_TEXT},
+    "sd15-tiny": {"unet": TINY_SD15_UNET, "vae": _TINY_VAE, "text": _TINY_TEXT},
+    "sdxl-tiny": {"unet": TINY_SDXL_UNET, "text": _TINY_TEXT, "text_2": _TINY_TEXT,
+                  "vae": {**_TINY_VAE, "scaling_factor": 0.13025, "force_upcast": True}},
+}
+
+# stabilityai/stable-diffusion-3-medium-diffusers transformer/config.json (2.0 B parameters)
+SD3_MEDIUM_TRANSFORMER: dict[str, Any] = {
+    "sample_size": 128, "patch_size": 2, "in_channels": 16, "num_layers": 24, "attention_head_dim": 64,
+    "num_attention_heads": 24, "joint_attention_dim": 4096, "caption_projection_dim": 1536,
+    "pooled_projection_dim": 2048, "out_channels": 16, "pos_embed_max_size": 192,
+}
+# black-forest-labs/FLUX.1-dev transformer/config.json (11.9 B parameters)
+FLUX_DEV_TRANSFORMER: dict[str, Any] = {
+    "patch_size": 1, "in_channels": 64, "num_layers": 19, "num_single_layers": 38, "attention_head_dim": 128,
+    "num_attention_heads": 24, "joint_attention_dim": 4096, "pooled_projection_dim": 768,
+    "guidance_embeds": True, "axes_dims_rope": (16, 56, 56),
+}
+FLOW_CONFIGS: dict[str, dict[str, Any]] = {
+    "sd3": SD3_MEDIUM_TRANSFORMER,
+    "flux": FLUX_DEV_TRANSFORMER,
+    "sd3-tiny": {**SD3_MEDIUM_TRANSFORMER, "sample_size": 16, "num_layers": 2, "attention_head_dim": 8,
+                 "num_attention_heads": 2, "joint_attention_dim": 32, "caption_projection_dim": 16,
+                 "pooled_projection_dim": 32, "pos_embed_max_size": 32},
+    "flux-tiny": {**FLUX_DEV_TRANSFORMER, "in_channels": 16, "num_layers": 1, "num_single_layers": 1,
+                  "attention_head_dim": 16, "num_attention_heads": 2, "joint_attention_dim": 32,
+                  "pooled_projection_dim": 32, "axes_dims_rope": (4, 6, 6)},
+}
+
+
+@contextmanager
+def _seeded_on(device: torch.device) -> Iterator[None]:
+    """Build on `device` from seed SEED, leaving the caller's RNG state alone."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), device:
+        torch.manual_seed(SEED)
+        yield
+
+
+def build_pipeline(kind: str, device: torch.device | str, tokenizer_dir: Path) -> Any:
+    """A float32 SD 1.5- or SDXL-architecture pipeline (`PIPELINE_CONFIGS`) with seeded random
+    weights allocated and initialised on `device` itself (no download, nothing saved): the same
+    weights on every build on the same device."""
+    from diffusers import StableDiffusionXLPipeline
+    from transformers import CLIPTextModelWithProjection
+
+    cfg, dev = PIPELINE_CONFIGS[kind], torch.device(device)
+    # Only the modules are made under the device context: the scheduler's tables stay on the CPU,
+    # where a loaded pipeline has them.
+    tok = _tokenizer(tokenizer_dir)
+    # SDXL's second tokenizer pads with "!"; its encoder is CLIP-G with a projection (pooled output).
+    tok_2 = CLIPTokenizer.from_pretrained(str(tokenizer_dir / "_tokenizer_files"),
+                                          model_max_length=MAX_TOKENS, pad_token="!")
+    with _seeded_on(dev):
+        parts = {"vae": AutoencoderKL(**cfg["vae"]), "text_encoder": _text_encoder(cfg["text"], tok),
+                 "tokenizer": tok, "unet": UNet2DConditionModel(**cfg["unet"])}
+        if "text_2" in cfg:
+            ids = {name: tok_2.convert_tokens_to_ids(token)
+                   for name, token in (("bos_token_id", BOS), ("eos_token_id", EOS), ("pad_token_id", "!"))}
+            text_2 = CLIPTextModelWithProjection(CLIPTextConfig(**cfg["text_2"], **ids))
+    parts["scheduler"] = PNDMScheduler.from_config(SD15_SCHEDULER)
+    if "text_2" not in cfg:
+        return StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False)
+    return StableDiffusionXLPipeline(**parts, text_encoder_2=text_2, tokenizer_2=tok_2,
+                                     force_zeros_for_empty_prompt=True, add_watermarker=False)
+
+
+def build_flow_transformer(kind: str, device: torch.device | str) -> torch.nn.Module:
+    """An SD3 ("sd3", "sd3-tiny") or Flux ("flux", "flux-tiny") transformer with seeded random
+    float32 weights made on `device`."""
+    from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
+
+    cls = FluxTransformer2DModel if kind.startswith("flux") else SD3Transformer2DModel
+    with _seeded_on(torch.device(device)):
+        return cls(**FLOW_CONFIGS[kind]).eval()

@@ -34,7 +34,7 @@ from PIL.PngImagePlugin import PngInfo
 import samplers
 from grids import axes
 from grids.cells import CellSpec
-from grids.spec import GridSpec
+from grids.spec import ETA_DDIM_SAMPLERS, GridSpec
 from version import __version__
 
 PNG_KEY = "parameters"
@@ -43,7 +43,7 @@ PNG_KEY = "parameters"
 OPTION_KEYS = {"eta": "Eta", "s_noise": "Sigma noise", "s_churn": "Sigma churn",
                 "s_tmin": "Sigma tmin", "s_tmax": "Sigma tmax", "rho": "Schedule rho"}
 # A1111 keeps DDIM's eta apart from the ancestral samplers' eta.
-DDIM_ETA = {"DDIM": "Eta DDIM"}
+DDIM_ETA = {name: "Eta DDIM" for name in ETA_DDIM_SAMPLERS}
 _CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt", ".bin", ".pt", ".pth")
 
 

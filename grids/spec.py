@@ -12,6 +12,12 @@ Rules (A1111's X/Y/Z plot where it has one):
   over the fixed one, unless the schedule is itself an axis.
 - Eta and sigma noise reach only samplers that take them (their `options`); a
   sampler that does not take eta ignores the eta setting or axis value, as in A1111.
+  As in A1111 there are two fixed eta settings: `eta` for the ancestral and SDE
+  samplers (their default 1) and `eta_ddim` for DDIM (default 0, deterministic);
+  an Eta axis sets every sampler's eta, DDIM's too (A1111's X/Y/Z "Eta").
+- A cell records an option only where it differs from the sampler's default
+  (A1111 writes "Eta"/"Sigma noise" only then), so a cell is one CellSpec, one
+  cache key and one infotext whether its defaults were given or left out.
 - Prompt S/R: the first value is searched for and each value replaces it in the
   prompt and the negative prompt (the first cell keeps them as they are); the
   search text must occur in the fixed prompt or negative prompt.
@@ -34,6 +40,8 @@ from grids.limits import GridTooLargeError, Limits, SpecError  # noqa: F401  (re
 
 _RANDOM_SEEDS = 4294967294  # A1111's get_fixed_seed: random.randrange(4294967294)
 _POSITIONS = ("x", "y", "z")
+# Samplers whose eta is A1111's separate "Eta DDIM" setting (default 0), not the ancestral one.
+ETA_DDIM_SAMPLERS = frozenset({"DDIM"})
 
 
 @dataclass(frozen=True)
@@ -160,6 +168,7 @@ class GridSpec:
     schedule: str = "Automatic"
     steps: int = 20
     eta: float | None = None
+    eta_ddim: float | None = None
     s_noise: float | None = None
     vary_seeds: bool = False
     x: Axis | None = None
@@ -175,7 +184,8 @@ class GridSpec:
             "seed": _seed(self.seed), "cfg": _number("cfg", self.cfg, 0.0, 100.0),
             "sampler": _sampler(self.sampler).label, "schedule": _schedule(self.schedule),
             "steps": _whole("steps", self.steps, 1, samplers.schedules.MAX_STEPS),
-            "eta": _optional("eta", self.eta), "s_noise": _optional("s_noise", self.s_noise),
+            "eta": _optional("eta", self.eta), "eta_ddim": _optional("eta_ddim", self.eta_ddim),
+            "s_noise": _optional("s_noise", self.s_noise),
             "vary_seeds": _flag("vary_seeds", self.vary_seeds),
         }
         for name, value in checked.items():
@@ -308,14 +318,23 @@ def _cell(spec: GridSpec, fixed: dict[str, Any], index: tuple[int, int, int], va
     if info.cfg_pp and float(settings["cfg"]) <= 0:
         raise SpecError(f"{info.name} is a CFG++ sampler: at cfg {float(settings['cfg']):g} its guided "
                         "estimate is the unconditional one and the prompt is ignored — use cfg about 1 to 2")
-    takes = info.options
-    options = tuple(sorted((k, settings[k]) for k in ("eta", "s_noise")
-                           if settings[k] is not None and k in takes))
+    options = _options(sampler.sampler, settings, eta_on_axis=spec.axis("eta") is not None)
     cell_spec = CellSpec(
         model=settings["model"], prompt=settings["prompt"], negative_prompt=settings["negative_prompt"],
         width=settings["width"], height=settings["height"], seed=seed, sampler=sampler.sampler,
         sampler_options=options, schedule=schedule, steps=settings["steps"], cfg=float(settings["cfg"]))
     return Cell(ix, iy, iz, cell_spec, (labels[0], labels[1], labels[2]))
+
+
+def _options(sampler: str, settings: dict[str, Any], eta_on_axis: bool) -> tuple[tuple[str, Any], ...]:
+    """The cell's sampler options: eta (DDIM's own unless an axis sets it) and s_noise, for a
+    sampler that takes them, where they differ from its defaults."""
+    defaults = samplers.info(sampler).options
+    values = {"eta": settings["eta"], "s_noise": settings["s_noise"]}
+    if sampler in ETA_DDIM_SAMPLERS and not eta_on_axis:
+        values["eta"] = settings["eta_ddim"]
+    return tuple(sorted((k, v) for k, v in values.items()
+                        if v is not None and k in defaults and v != defaults[k]))
 
 
 # ---------------------------------------------------------------- limits

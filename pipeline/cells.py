@@ -91,7 +91,8 @@ class CellState:
             c = self.cond
             self._row = Row(x=x, sigma=sigma, timestep=timestep, cond=c.cond, uncond=c.uncond,
                             cfg=float(self.spec.cfg), pooled=c.pooled, uncond_pooled=c.uncond_pooled,
-                            time_ids=c.time_ids, pair=self.pair)
+                            time_ids=c.time_ids, guidance=getattr(self.spec, "guidance", None),
+                            pair=self.pair)
         return self._row
 
     def receive(self, denoised: Tensor | tuple[Tensor, Tensor], seconds: float, preview_every: int,

@@ -21,15 +21,22 @@ def _free_cached_memory() -> None:
 
 
 def _vae_scaling(vae) -> tuple[float, Tensor | None, Tensor | None]:
+    """(scale, mean, std): SDXL-style per-channel latents_mean/std, or the scalar shift_factor of
+    SD3 / Flux VAEs as a mean with std 1 (both None when the VAE has neither)."""
     cfg = vae.config
     mean = getattr(cfg, "latents_mean", None)
     std = getattr(cfg, "latents_std", None)
-    as_t = (lambda v: torch.tensor(v).view(1, -1, 1, 1)) if mean is not None and std is not None else None
-    return cfg.scaling_factor, (as_t(mean) if as_t else None), (as_t(std) if as_t else None)
+    if mean is not None and std is not None:
+        return cfg.scaling_factor, torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+    shift = getattr(cfg, "shift_factor", None)
+    if shift:
+        return cfg.scaling_factor, torch.tensor(float(shift)), torch.tensor(1.0)
+    return cfg.scaling_factor, None, None
 
 
 def unscale_latents(vae, latents: Tensor) -> Tensor:
-    """Sampler-space latents to what the VAE decoder takes (as diffusers pipelines do)."""
+    """Sampler-space latents to what the VAE decoder takes, as diffusers pipelines do
+    (SD3 and Flux: latents / scaling_factor + shift_factor)."""
     scale, mean, std = _vae_scaling(vae)
     if mean is not None:
         return latents * std.to(latents) / scale + mean.to(latents)

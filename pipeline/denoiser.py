@@ -31,9 +31,10 @@ class Row:
     x: (1, C, h, w) latent in the sigma parametrisation; sigma: its noise
     level; timestep: the model timestep to use (None: derived from sigma);
     cond/uncond: prompt embeddings (1, L, D); pooled/uncond_pooled and
-    time_ids: SDXL's extra conditioning; cfg: guidance scale; pair: the cell's sampler is a
-    CFG++ sampler, which gets (guided, unconditional) and so runs the unconditional half at
-    any cfg (2 model rows per call).
+    time_ids: SDXL's extra conditioning; cfg: guidance scale; guidance: Flux's
+    distilled guidance (None: the model's default; other models ignore it); pair: the cell's
+    sampler is a CFG++ sampler, which gets (guided, unconditional) and so runs the
+    unconditional half at any cfg (2 model rows per call).
     """
 
     x: Tensor
@@ -45,6 +46,7 @@ class Row:
     pooled: Tensor | None = None
     uncond_pooled: Tensor | None = None
     time_ids: Tensor | None = None
+    guidance: float | None = None
     pair: bool = False
 
     @property

@@ -4,8 +4,8 @@ This module owns resolving a model name (a local diffusers folder, a single
 original-format checkpoint, a Hugging Face hub id, "builtin"), the hub cache
 and offline rules, and every check that refuses what we cannot or must not
 load: pickle weights (unless allowed), custom code, corrupt files, pipelines
-that are not Stable Diffusion 1.x / 2.x / XL. It never touches devices or the
-model cache (pipeline.models does).
+that are not Stable Diffusion 1.x / 2.x / XL / 3 or Flux (pipeline.flow_models tells
+the flow families apart). It never touches devices or the model cache (pipeline.models does).
 """
 
 from __future__ import annotations
@@ -18,13 +18,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+from diffusers import (
+    FluxPipeline,
+    StableDiffusion3Pipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+)
 from torch import Tensor
+
+from pipeline.flow_models import WORKS, FlowFamilyError, checkpoint_family
 
 BUILTIN_DIR = Path(__file__).resolve().parents[1] / "assets" / "builtin"
 PIPELINES: dict[str, type] = {
     "StableDiffusionPipeline": StableDiffusionPipeline,
     "StableDiffusionXLPipeline": StableDiffusionXLPipeline,
+    "StableDiffusion3Pipeline": StableDiffusion3Pipeline,
+    "FluxPipeline": FluxPipeline,
 }
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
 # Component libraries a diffusers folder may name; anything else would need custom code.
@@ -39,7 +48,7 @@ class ModelLoadError(ValueError):
 
 
 class UnsupportedModelError(ModelLoadError):
-    """A model that is not a Stable Diffusion 1.x / 2.x / XL text-to-image model."""
+    """A model that is not a Stable Diffusion 1.x / 2.x / XL / 3 or Flux text-to-image model."""
 
 
 @dataclass(frozen=True)
@@ -134,7 +143,7 @@ def load_pipeline(src: Source, name: str, dtype: torch.dtype,
         path = Path(src.location)
         return _load_single_file(path, name, dtype, allow_pickle, src.config), path, (path,)
     folder = _hub_folder(src.location) if src.kind == "hub" else Path(src.location)
-    return _load_folder(folder, name, dtype, allow_pickle), folder, _unet_weights(folder)
+    return _load_folder(folder, name, dtype, allow_pickle), folder, _network_weights(folder)
 
 
 def _read_index(folder: Path) -> dict[str, Any]:
@@ -154,8 +163,8 @@ def _pipeline_class(index: dict[str, Any], where: str) -> type:
     cls_name = index.get("_class_name")
     if cls_name not in PIPELINES:
         raise UnsupportedModelError(
-            f"{where} is a {cls_name or 'unknown'} model; this app renders Stable Diffusion 1.x, 2.x "
-            f"and XL text-to-image models ({', '.join(PIPELINES)})")
+            f"{where} is a {cls_name or 'unknown'} model; this app renders {WORKS} "
+            f"({', '.join(PIPELINES)})")
     for comp, spec in index.items():
         if not comp.startswith("_") and isinstance(spec, list) and spec[0] not in (None, *_LIBRARIES):
             raise UnsupportedModelError(
@@ -193,22 +202,30 @@ def _load_folder(folder: Path, name: str, dtype: torch.dtype, allow_pickle: bool
     _check_weights(folder, index, allow_pickle)
     try:
         return cls.from_pretrained(str(folder), dtype=dtype, local_files_only=True,
-                                   use_safetensors=None if allow_pickle else True, **_extra(cls))
+                                   use_safetensors=None if allow_pickle else True,
+                                   **_extra(cls, index, folder))
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
         raise ModelLoadError(f"could not load {name!r} from {folder}: {err} (the folder may be "
                              "incomplete or damaged; download it again)") from err
 
 
-def _extra(cls: type) -> dict[str, Any]:
-    """Loading arguments that leave out the components the app never uses."""
+def _extra(cls: type, index: dict[str, Any] | None = None, folder: Path | None = None) -> dict[str, Any]:
+    """Loading arguments that leave out the components the app never uses, and SD3's T5 when the
+    folder has none (SD3 runs without it: diffusers then feeds zeros in T5's place)."""
     if cls is StableDiffusionPipeline:
         return {**UNUSED_COMPONENTS, "requires_safety_checker": False}
-    return {"image_encoder": None, "feature_extractor": None}
+    extra: dict[str, Any] = {"image_encoder": None, "feature_extractor": None}
+    if cls is StableDiffusion3Pipeline and index is not None and folder is not None:
+        spec = index.get("text_encoder_3")
+        if not isinstance(spec, list) or spec[0] is None or not (folder / "text_encoder_3").is_dir():
+            extra |= {"text_encoder_3": None, "tokenizer_3": None}
+    return extra
 
 
-def _unet_weights(folder: Path) -> tuple[Path, ...]:
-    """The UNet weights file(s) a folder's hash covers: the plain (non-variant) safetensors if any."""
-    unet = folder / "unet"
+def _network_weights(folder: Path) -> tuple[Path, ...]:
+    """The denoising network's weights file(s) a folder's hash covers (the UNet, or an SD3 / Flux
+    transformer): the plain (non-variant) safetensors if any."""
+    unet = folder / "transformer" if (folder / "transformer").is_dir() else folder / "unet"
     for pattern in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model-*.safetensors",
                     "diffusion_pytorch_model*.safetensors", "diffusion_pytorch_model*.bin"):
         files = sorted(unet.glob(pattern))
@@ -243,6 +260,12 @@ def _single_file_class(path: Path, shapes: dict[str, Tensor]) -> tuple[type, str
     """The pipeline class for an original-format checkpoint and diffusers' guess of its model type."""
     from diffusers.loaders.single_file_utils import infer_diffusers_model_type
 
+    try:
+        flow = checkpoint_family(shapes, path.name)
+    except FlowFamilyError as err:
+        raise UnsupportedModelError(str(err)) from err
+    if flow is not None:
+        return (StableDiffusion3Pipeline if flow[0] == "sd3" else FluxPipeline), flow[1]
     if "model.diffusion_model.input_blocks.0.0.weight" not in shapes:
         raise ModelLoadError(f"{path.name} has no Stable Diffusion UNet weights (model.diffusion_model.*): "
                              "LoRA, VAE and embedding files are not models")
@@ -251,8 +274,7 @@ def _single_file_class(path: Path, shapes: dict[str, Tensor]) -> tuple[type, str
         return StableDiffusionPipeline, kind
     if kind == "xl_base":
         return StableDiffusionXLPipeline, kind
-    raise UnsupportedModelError(f"{path.name} looks like a {kind!r} checkpoint; this app renders "
-                                "Stable Diffusion 1.x, 2.x and XL base text-to-image models")
+    raise UnsupportedModelError(f"{path.name} looks like a {kind!r} checkpoint; this app renders {WORKS}")
 
 
 def _single_file_config(kind: str) -> str:
@@ -261,14 +283,21 @@ def _single_file_config(kind: str) -> str:
     from huggingface_hub import snapshot_download
 
     repo = DIFFUSERS_DEFAULT_PIPELINE_PATHS[kind]["pretrained_model_name_or_path"]
+    # An SD3 / Flux checkpoint often holds only the transformer: the text encoders, tokenizers
+    # and VAE come from the config repo, weights included (never its own transformer weights).
+    flow = kind.startswith(("sd3", "sd35", "flux"))
+    patterns = ["*.json", "*/*.json", "*/*.txt"]
+    if flow:
+        patterns += ["text_encoder*/*.safetensors", "vae/*.safetensors", "tokenizer*/*"]
     try:
-        return snapshot_download(repo, allow_patterns=["*.json", "*/*.json", "*/*.txt"],
-                                 cache_dir=_hub_cache_dir(), local_files_only=_offline())
+        return snapshot_download(repo, allow_patterns=patterns, cache_dir=_hub_cache_dir(),
+                                 local_files_only=_offline())
     except (OSError, ValueError) as err:
+        what = "configs, text encoders and VAE" if flow else "configs"
         raise ModelLoadError(
-            f"a single-file checkpoint needs the configs of {repo!r}, which are not in the local "
-            f"Hugging Face cache; run `huggingface-cli download {repo} --include '*.json' '*.txt'` "
-            "with network, or pass config=<a diffusers folder of the same architecture>") from err
+            f"a single-file checkpoint needs the {what} of {repo!r}, which are not in the local "
+            f"Hugging Face cache; run `huggingface-cli download {repo}` with network, or pass "
+            "config=<a diffusers folder of the same architecture>") from err
 
 
 def _load_single_file(path: Path, name: str, dtype: torch.dtype, allow_pickle: bool,

@@ -1,4 +1,4 @@
-"""Models: a name in, a loaded Stable Diffusion-family pipeline out, once.
+"""Models: a name in, a loaded Stable Diffusion-family or flow (SD3, Flux) pipeline out, once.
 
 This module owns `load_model` and `LoadedModel` (what the engine needs to know
 about a model: family, prediction type, training sigmas, latent geometry,
@@ -24,6 +24,8 @@ from diffusers import StableDiffusionXLPipeline
 from diffusers.models.attention_processor import AttnProcessor2_0
 from torch import Tensor
 
+from pipeline.flow_models import FLOW_PIPELINES, FlowFacts, FlowFamilyError, check_flow_supported, flow_facts
+from pipeline.flow_schedule import train_sigmas as flow_train_sigmas
 from pipeline.model_sources import (  # noqa: F401  (the errors are this module's API too)
     BUILTIN_DIR,
     ModelLoadError,
@@ -43,17 +45,19 @@ class LoadedModel:
     """A loaded pipeline and what the engine needs to know about it.
 
     train_sigmas: ascending float32 training sigmas sqrt((1 - a) / a) from the
-    scheduler's alphas_cumprod. default_size: (width, height) in pixels, the
-    UNet's sample_size times the VAE scale factor. model_hash: A1111's short hash, the first 10 hex
+    scheduler's alphas_cumprod (a flow model: its shifted flow table at the scheduler's own shift).
+    default_size: (width, height) in pixels, the network's sample_size times the VAE scale factor
+    (Flux: FluxPipeline's 1024 px default). flow: the flow facts of an SD3 / Flux model
+    (None for the SD family). model_hash: A1111's short hash, the first 10 hex
     digits of a sha256 — of the checkpoint file for a single file, of the UNet
     weights file(s) for a diffusers folder or hub snapshot; computed on first use. identity: what
     tells this loaded model from any other for the cell cache (see `identity`).
     """
 
     name: str
-    family: str  # "sd1" | "sd2" | "sdxl"
+    family: str  # "sd1" | "sd2" | "sdxl" | "sd3" | "flux"
     pipe: Any
-    prediction_type: str  # "epsilon" | "v_prediction"
+    prediction_type: str  # "epsilon" | "v_prediction" | "flow" (velocity, rectified flow)
     train_sigmas: Tensor
     scheduler_config: dict[str, Any]
     device: torch.device
@@ -63,12 +67,18 @@ class LoadedModel:
     default_size: tuple[int, int]
     path: Path
     hash_files: tuple[Path, ...] = ()
+    flow: FlowFacts | None = None
     _hash: str | None = field(default=None, repr=False)
     _identity: str | None = field(default=None, repr=False)
 
     @property
     def unet(self) -> torch.nn.Module:
-        return self.pipe.unet
+        """The denoising network: the UNet, or an SD3 / Flux transformer."""
+        return self.pipe.transformer if self.flow is not None else self.pipe.unet
+
+    @property
+    def is_flow(self) -> bool:
+        return self.flow is not None
 
     @property
     def vae(self) -> torch.nn.Module:
@@ -257,8 +267,27 @@ def _check_supported(name: str, pipe: Any, prediction_type: str) -> None:
                                         "or aesthetic-score time ids); use an SDXL base model")
 
 
+def _describe_flow(name: str, family: str, pipe: Any, device: torch.device, dtype: torch.dtype,
+                   path: Path, hash_files: tuple[Path, ...]) -> LoadedModel:
+    try:
+        check_flow_supported(name, pipe, family)
+    except FlowFamilyError as err:
+        raise UnsupportedModelError(str(err)) from err
+    facts = flow_facts(pipe, family)
+    scale = int(pipe.vae_scale_factor)
+    side = 1024 if family == "flux" else int(pipe.transformer.config.sample_size) * scale
+    return LoadedModel(
+        name=name, family=family, pipe=pipe, prediction_type="flow",
+        train_sigmas=flow_train_sigmas(facts.shift.shift), scheduler_config=dict(pipe.scheduler.config),
+        device=device, dtype=dtype, latent_channels=int(pipe.vae.config.latent_channels),
+        vae_scale_factor=scale, default_size=(side, side), path=path, hash_files=hash_files, flow=facts)
+
+
 def _describe(name: str, pipe: Any, device: torch.device, dtype: torch.dtype, path: Path,
               hash_files: tuple[Path, ...]) -> LoadedModel:
+    family = FLOW_PIPELINES.get(type(pipe).__name__)
+    if family is not None:
+        return _describe_flow(name, family, pipe, device, dtype, path, hash_files)
     prediction_type = pipe.scheduler.config.get("prediction_type", "epsilon")
     _check_supported(name, pipe, prediction_type)
     scale = int(pipe.vae_scale_factor)
@@ -278,6 +307,7 @@ def _place(model: LoadedModel) -> None:
     # the same rule diffusers' SDXL pipelines apply before decoding.
     if model.family == "sdxl" and model.dtype == torch.float16 and pipe.vae.config.get("force_upcast", True):
         pipe.vae.to(torch.float32)
-    pipe.unet.set_attn_processor(AttnProcessor2_0())
+    if not model.is_flow:  # SD3 / Flux transformers come with their own SDPA processors
+        pipe.unet.set_attn_processor(AttnProcessor2_0())
     pipe.vae.set_attn_processor(AttnProcessor2_0())
     pipe.set_progress_bar_config(disable=True)

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from pipeline.flow_prompts import FLOW_FAMILIES, encode_flow
 from pipeline.models import LoadedModel
 
 
 @dataclass(frozen=True, eq=False)
 class Conditioning:
-    """One prompt's encoding: embeds (1, L, D) for cross-attention; SDXL adds pooled (1, D2)."""
+    """One prompt's encoding: embeds (1, L, D) for cross-attention; SDXL, SD3 and Flux add pooled (1, D2)."""
 
     embeds: Tensor
     pooled: Tensor | None = None
@@ -42,6 +43,8 @@ def encode(model: LoadedModel, prompt: str) -> Conditioning:
     """The conditioning diffusers' pipeline computes for `prompt` (no guidance, one image)."""
     prompt = _check_prompt(prompt)
     pipe = model.pipe
+    if model.family in FLOW_FAMILIES:
+        return Conditioning(*encode_flow(model, prompt))
     if model.family == "sdxl":
         embeds, _neg, pooled, _neg_pooled = pipe.encode_prompt(
             prompt, device=model.device, num_images_per_prompt=1, do_classifier_free_guidance=False)

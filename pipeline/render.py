@@ -20,6 +20,8 @@ from pipeline.cells import CellResult, CellState, Progress, RowConditioning
 from pipeline.decode import Decoder
 from pipeline.denoiser import ModelDenoiser
 from pipeline.engine import RunOptions, TickLoop, latent_noise
+from pipeline.flow_denoiser import FlowDenoiser
+from pipeline.flow_plan import check_flow_options, flow_sigmas
 from pipeline.models import LoadedModel, load_model
 from samplers import diffusers_adapter
 from samplers.noise import CellNoise, sigma_range
@@ -38,6 +40,12 @@ def cell_sigmas(spec: Any, model: LoadedModel) -> tuple[Tensor, dict[str, Any]]:
     """
     info, implied = samplers.resolve(spec.sampler)
     options = dict(spec.sampler_options)
+    if model.is_flow:
+        if info.family == "diffusers":
+            raise CellSetupError(f"{spec.sampler!r} is a diffusers sampler; diffusers samplers do not "
+                                 f"run on {model.family} models yet — use a native sampler such as Euler")
+        f = model.vae_scale_factor
+        return flow_sigmas(spec, model, spec.height // f, spec.width // f), options
     if info.family == "diffusers":
         schedule = implied if spec.schedule == "Automatic" and implied is not None else spec.schedule
         options = {**diffusers_adapter.schedule_overrides(schedule, info.name), **options,
@@ -53,20 +61,23 @@ def cell_sigmas(spec: Any, model: LoadedModel) -> tuple[Tensor, dict[str, Any]]:
 
 def latent_shape(spec: Any, model: LoadedModel) -> tuple[int, int, int, int]:
     f = model.vae_scale_factor
-    if spec.width % f or spec.height % f or spec.width <= 0 or spec.height <= 0:
+    pixels = f * model.flow.patch if model.is_flow else f  # a transformer token is patch x patch latents
+    if spec.width % pixels or spec.height % pixels or spec.width <= 0 or spec.height <= 0:
         raise CellSetupError(
-            f"size {spec.width}x{spec.height} is not a multiple of {f} for this model — "
-            f"try {max(f, spec.width // f * f)}x{max(f, spec.height // f * f)}")
+            f"size {spec.width}x{spec.height} is not a multiple of {pixels} for this model — "
+            f"try {max(pixels, spec.width // pixels * pixels)}x{max(pixels, spec.height // pixels * pixels)}")
     return (1, model.latent_channels, spec.height // f, spec.width // f)
 
 
 def start_cell(index: int, spec: Any, model: LoadedModel, cond: RowConditioning) -> CellState:
     """A cell's noise, sigmas and sampler generator, ready for the tick loop."""
+    check_flow_options(spec, model)
+    shape = latent_shape(spec, model)
     sig, options = cell_sigmas(spec, model)
     # The noise is drawn in the model's dtype, as diffusers draws it (so a seed
     # gives diffusers' image on a GPU too); the sampler's own state stays
     # float32 and only the UNet input is cast down.
-    noise0, generator = latent_noise(spec.seed, latent_shape(spec, model), model.dtype)
+    noise0, generator = latent_noise(spec.seed, shape, model.dtype)
     x = noise0.to(model.device, torch.float32) * float(sig[0])
     noise = CellNoise(spec.seed, *sigma_range(sig), generator=generator)
     gen = samplers.start_generator(spec.sampler, x, sig.to(model.device), noise, **options)
@@ -159,9 +170,15 @@ def _render_model(model: LoadedModel, model_id: str | None, cells, indices, opti
             user_on_cell(index, result)
 
     loop_options = RunOptions(**{**options.__dict__, "on_cell": collect})
-    loop = TickLoop(ModelDenoiser(model.unet, model.train_sigmas, model.prediction_type),
-                    Decoder(model.pipe), loop_options, progress)
+    loop = TickLoop(make_denoiser(model), Decoder(model.pipe), loop_options, progress)
     loop.run(states)
+
+
+def make_denoiser(model: LoadedModel) -> ModelDenoiser:
+    """The model as a batched denoiser: its transformer for SD3 / Flux, its UNet otherwise."""
+    if model.is_flow:
+        return FlowDenoiser(model.unet, model.family)
+    return ModelDenoiser(model.unet, model.train_sigmas, model.prediction_type)
 
 
 def _deliver(i: int, result: CellResult, options: RunOptions, progress: Progress, *,

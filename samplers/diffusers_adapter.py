@@ -126,8 +126,13 @@ def _build(class_name: str, preset: dict[str, Any], overrides: dict[str, Any],
            scheduler_config: dict[str, Any] | None, seed: int | None = None):
     cls = _scheduler_class(class_name)
     keys = _config_keys(cls)
-    config = {k: v for k, v in (scheduler_config or SD_SCHEDULER_CONFIG).items()
-              if not k.startswith("_") and k not in _FIXED}
+    source = scheduler_config or SD_SCHEDULER_CONFIG
+    # Keys the model's scheduler only took as its own defaults (absent from its config file, e.g.
+    # SD 1.5's timestep_spacing) are dropped, as diffusers' from_config drops them: the new class
+    # then uses its own defaults, which is what a diffusers pipeline user gets.
+    defaulted = set(source.get("_use_default_values", ()))
+    config = {k: v for k, v in source.items()
+              if not k.startswith("_") and k not in _FIXED and k not in defaulted}
     config.update(preset)
     config.update(overrides)
     config["prediction_type"] = "epsilon"

@@ -54,3 +54,24 @@ def sdxl_deep_path(tiny_dir: Path) -> Path:
 def sdxl_single_file(tiny_dir: Path, sdxl_deep_path: Path) -> Path:
     """sdxl_deep_path's weights as one original-format (SGM / A1111) .safetensors checkpoint."""
     return tiny_sdxl_single_file(tiny_dir)
+
+
+@pytest.fixture(scope="session")
+def sd3_path(tiny_dir: Path) -> Path:
+    """A tiny StableDiffusion3Pipeline folder with T5 (tests/tiny_flow_models.py)."""
+    from tests.tiny_flow_models import tiny_sd3
+    return tiny_sd3(tiny_dir)
+
+
+@pytest.fixture(scope="session")
+def flux_path(tiny_dir: Path) -> Path:
+    """A tiny FLUX.1-dev-style FluxPipeline folder (with a guidance embedding)."""
+    from tests.tiny_flow_models import tiny_flux
+    return tiny_flux(tiny_dir)
+
+
+@pytest.fixture(scope="session")
+def flux_schnell_path(tiny_dir: Path) -> Path:
+    """A tiny FLUX.1-schnell-style FluxPipeline folder (no guidance embedding)."""
+    from tests.tiny_flow_models import tiny_flux
+    return tiny_flux(tiny_dir, guidance=False)

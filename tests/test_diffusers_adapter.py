@@ -280,3 +280,26 @@ def test_ddim_on_uniform_with_clip_sample_is_refused_clearly():
     with pytest.raises(ValueError, match="clip_sample"):
         samplers.sigmas("Uniform", 10, TRAIN, sampler="DDIM (diffusers)",
                         sampler_options={"clip_sample": True})
+
+
+def test_config_keys_the_model_only_defaulted_are_left_to_the_new_class_as_diffusers_does():
+    """SD 1.5's scheduler_config.json has no timestep_spacing: its PNDMScheduler takes its own default
+    ("leading") and records the key in _use_default_values, and diffusers' from_config then gives an
+    Euler scheduler Euler's own default ("linspace"). The engine must build the same scheduler, or its
+    "diffusers:" cells differ from a diffusers pipeline on every model loaded from such a config (found
+    by bench/gpu_check.py on a model built in memory)."""
+    from diffusers import EulerDiscreteScheduler, PNDMScheduler
+
+    file_config = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+                   "num_train_timesteps": 1000, "set_alpha_to_one": False, "skip_prk_steps": True,
+                   "steps_offset": 1, "clip_sample": False}
+    loaded = dict(PNDMScheduler.from_config(file_config).config)
+    assert "timestep_spacing" in loaded["_use_default_values"] and loaded["timestep_spacing"] == "leading"
+    theirs = EulerDiscreteScheduler.from_config(loaded)
+    theirs.set_timesteps(4)
+    ours = diffusers_adapter.scheduler_sigmas("Euler (diffusers)", 4, scheduler_config=loaded)
+    assert torch.allclose(ours.float(), theirs.sigmas.float(), rtol=1e-5)
+    assert float(ours[0]) == pytest.approx(14.6146, rel=1e-3)  # linspace starts at the top sigma
+    written = dict(loaded, _use_default_values=[])  # the same values written in the file: kept
+    leading = diffusers_adapter.scheduler_sigmas("Euler (diffusers)", 4, scheduler_config=written)
+    assert float(leading[0]) < 10

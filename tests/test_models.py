@@ -173,13 +173,13 @@ def test_safetensors_without_a_unet_is_not_a_model(tmp_path: Path) -> None:
         load_model(str(lora))
 
 
-def test_non_sd_pipeline_is_unsupported(tmp_path: Path) -> None:
-    flux = tmp_path / "flux"
-    flux.mkdir()
-    (flux / "model_index.json").write_text(json.dumps(
-        {"_class_name": "FluxPipeline", "transformer": ["diffusers", "FluxTransformer2DModel"]}))
-    with pytest.raises(UnsupportedModelError, match="FluxPipeline"):
-        load_model(str(flux))
+def test_unsupported_pipeline_is_refused_naming_what_works(tmp_path: Path) -> None:
+    aura = tmp_path / "aura"
+    aura.mkdir()
+    (aura / "model_index.json").write_text(json.dumps(
+        {"_class_name": "AuraFlowPipeline", "transformer": ["diffusers", "AuraFlowTransformer2DModel"]}))
+    with pytest.raises(UnsupportedModelError, match="AuraFlowPipeline.*FluxPipeline"):
+        load_model(str(aura))
 
 
 def test_custom_code_component_is_refused(sd_path: Path, tmp_path: Path) -> None:

@@ -194,9 +194,27 @@ def test_eta_and_s_noise_reach_only_samplers_that_take_them() -> None:
     assert options[("Euler a", 1)] == (("eta", 0.5), ("s_noise", 1.01))
     assert options[("Euler", 1)] == (("s_noise", 1.01),)
     assert options[("DPM++ 2M", 0)] == options[("DPM++ 2M", 1)] == ()
-    assert options[("DDIM", 0)] == (("eta", 0.0),)
+    assert options[("DDIM", 0)] == ()  # DDIM's default eta: not recorded
+    assert options[("DDIM", 1)] == (("eta", 0.5),)  # an Eta axis reaches DDIM too, as in A1111
     for c in cells:
         assert set(dict(c.spec.sampler_options)) <= set(samplers.info(c.spec.sampler).options)
+
+
+def test_ddim_keeps_its_own_eta_as_in_a1111() -> None:
+    """The ancestral eta (1, the app's slider default) does not make DDIM stochastic: DDIM takes
+    eta_ddim (default 0), as A1111's two settings "Eta" and "Eta DDIM"."""
+    cells = _cells(eta=1.0, s_noise=1.0, x=Axis("sampler", "DDIM, Euler a, DPM++ 2M SDE"))
+    assert [c.spec.sampler_options for c in cells] == [(), (), ()]
+    cells = _cells(eta=0.5, eta_ddim=0.3, x=Axis("sampler", "DDIM, Euler a"))
+    assert [c.spec.sampler_options for c in cells] == [(("eta", 0.3),), (("eta", 0.5),)]
+
+
+def test_a_default_option_given_or_left_out_is_the_same_cell() -> None:
+    """Eta 1 and sigma noise 1 given explicitly (the app) or left out (the CLI): one CellSpec,
+    one cache key."""
+    given = _cells(eta=1.0, s_noise=1.0, eta_ddim=0.0, x=Axis("sampler", "Heun, DPM++ 2M SDE, DDIM"))
+    left_out = _cells(x=Axis("sampler", "Heun, DPM++ 2M SDE, DDIM"))
+    assert [c.spec for c in given] == [c.spec for c in left_out]
 
 
 def test_prompt_search_and_replace() -> None:

@@ -152,3 +152,22 @@ def test_public_mode_only_offers_configured_models() -> None:
 def test_no_axis_choice_is_only_offered_for_y_and_z() -> None:
     assert NO_AXIS not in AXIS_CHOICES
     assert Settings(y_axis=NO_AXIS, x_axis="Sampler").to_spec().shape == (6, 1, 1)
+
+
+def test_the_app_and_the_cli_write_the_same_infotext_for_the_same_cell() -> None:
+    """The app's Eta 1 / Sigma noise 1 / Eta DDIM 0 are the samplers' defaults: its cells are the
+    CLI's cells (which leave them out), with the same A1111 text, and DDIM stays deterministic."""
+    import cli
+    from grids.infotext import parameters
+    from grids.spec import expand
+
+    names = ["Heun", "DPM++ 2M SDE", "DDIM", "Euler a"]
+    app = expand(Settings(prompt="cat face", samplers=tuple(names), steps="10", seed=3, cfg=5).to_spec())
+    args = cli.build_parser().parse_args(["grid", "--out", "x", "--prompt", "cat face", "--seed", "3",
+                                          "--cfg", "5", "--x", f"sampler={', '.join(names)}", "--y",
+                                          "steps=10"])
+    command_line = expand(cli.build_spec(args))
+    assert [c.spec for c in app] == [c.spec for c in command_line]
+    texts = [parameters(c.spec, "builtin") for c in app]
+    assert texts == [parameters(c.spec, "builtin") for c in command_line]
+    assert not any("Eta" in t or "Sigma noise" in t for t in texts), texts

@@ -37,9 +37,9 @@ _LOCK = threading.Lock()
 
 # Settings fields in the order the page passes its controls; "samplers" comes
 # from one checklist per sampler group and is handled apart.
-FIELDS = ("prompt", "negative_prompt", "model", "steps", "schedule", "cfg", "eta", "s_noise", "width",
-          "height", "seed", "x_axis", "x_values", "y_axis", "y_values", "z_axis", "z_values", "vary_seeds",
-          "accurate_reference", "overlay")
+FIELDS = ("prompt", "negative_prompt", "model", "steps", "schedule", "cfg", "eta", "eta_ddim", "s_noise",
+          "width", "height", "seed", "x_axis", "x_values", "y_axis", "y_values", "z_axis", "z_values",
+          "vary_seeds", "accurate_reference", "overlay")
 
 
 def settings_from(values: list[Any]) -> Settings:

@@ -118,8 +118,12 @@ def _controls(config: AppConfig, d: Settings, groups: dict[str, list[str]]) -> d
         c["dice"] = gr.Button("🎲 Random seed", scale=1, size="md")
     with gr.Accordion("Noise and size", open=False):
         with gr.Row():
-            c["eta"] = gr.Slider(0, 2, d.eta, step=0.05, label="Eta (ancestral noise)")
-            c["s_noise"] = gr.Slider(0, 2, d.s_noise, step=0.01, label="s_noise (SDE noise)")
+            c["eta"] = gr.Slider(0, 2, d.eta, step=0.05, label="Eta (ancestral and SDE samplers)",
+                                 info="noise each step adds back; 0 makes them deterministic")
+            c["eta_ddim"] = gr.Slider(0, 1, d.eta_ddim, step=0.05, label="Eta DDIM",
+                                      info="0: deterministic DDIM (A1111's default); 1: DDPM-like")
+        with gr.Row():
+            c["s_noise"] = gr.Slider(0, 2, d.s_noise, step=0.01, label="Sigma noise (s_noise)")
         with gr.Row():
             c["width"] = gr.Slider(0, 2048, d.width, step=8, label="Width (0 = model default)")
             c["height"] = gr.Slider(0, 2048, d.height, step=8, label="Height (0 = model default)")
@@ -160,7 +164,8 @@ def _results() -> dict[str, Any]:
                                             elem_id="sg-cell-info")
         with gr.Tab("Convergence"):
             with gr.Row():
-                r["chart_by"] = gr.Radio(["steps", "model calls"], value="steps", label="Horizontal axis")
+                r["chart_by"] = gr.Radio(["steps", "model calls"], value="steps", label="Horizontal axis",
+                                       elem_id="sg-chart-by")
                 r["accurate_reference"] = gr.Checkbox(
                     False, label="Next grid: measure against a high-accuracy reference",
                     info="DPM++ 2M Karras at 200 steps, one extra image per seed and prompt. Without it, "
@@ -168,7 +173,8 @@ def _results() -> dict[str, Any]:
             # no fixed height: Gradio's height clips the legend (the sampler names) off the bottom
             r["chart"] = gr.LinePlot(x="x", y="distance", color="series", color_title="sampler",
                                      x_title="steps", y_title="distance to the row's reference",
-                                     label="Convergence: lower is closer to the row's reference")
+                                     label="Convergence: lower is closer to the row's reference",
+                                     elem_id="sg-chart")
         with gr.Tab("Trajectory"):
             r["traj"] = gr.Slider(0, 1, 1, step=0.05, label="Fraction of denoising",
                                   info="every cell at the same fraction of its steps")
@@ -235,7 +241,11 @@ def _wire(demo: gr.Blocks, config: AppConfig, models: ModelHolder, groups: dict[
     c["quick_steps"].input(lambda v: v, c["quick_steps"], c["steps"], queue=False, api_visibility="private")
     r["gallery"].select(_select_cell, r["run"], [r["cell_image"], r["cell_info"], r["snippet"]],
                         api_visibility="private")
-    r["chart_by"].change(_chart, [r["run"], r["chart_by"]], r["chart"], api_visibility="private")
+    # The axis title and the data as two updates: Gradio's LinePlot given both in one update
+    # draws the previous data under the new title (one toggle behind).
+    r["chart_by"].change(lambda by: gr.LinePlot(x_title=by), r["chart_by"], r["chart"], queue=False,
+                         api_visibility="private").then(
+        _chart, [r["run"], r["chart_by"]], r["chart"], api_visibility="private")
     r["traj"].release(_trajectory, [r["run"], r["traj"]], r["traj_image"], api_visibility="private")
     r["copy"].click(lambda *v: h.settings_from(list(v)).to_query(), controls, r["query"], queue=False,
                     api_visibility="private").then(None, r["query"], r["link"], js=COPY_LINK_JS)
@@ -283,7 +293,7 @@ def _chart(run_id: str, by: str) -> Any:
     if not run_id:
         return gr.skip()
     key = "model_calls" if by == "model calls" else "steps"
-    return gr.LinePlot(value=h.run_of(run_id).chart(key), x_title=by)
+    return h.run_of(run_id).chart(key)
 
 
 def _trajectory(run_id: str, fraction: float) -> Any:

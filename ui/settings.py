@@ -49,6 +49,7 @@ class Settings:
     schedule: str = "Automatic"
     cfg: float = 5.0
     eta: float = 1.0
+    eta_ddim: float = 0.0
     s_noise: float = 1.0
     width: int = 0
     height: int = 0
@@ -81,7 +82,8 @@ class Settings:
             model=self.model.strip() or "builtin", prompt=self.prompt,
             negative_prompt=self.negative_prompt, width=self.width or None, height=self.height or None,
             seed=int(self.seed), cfg=float(self.cfg), sampler=fixed_sampler, schedule=self.schedule,
-            steps=step_values[0], eta=float(self.eta), s_noise=float(self.s_noise),
+            steps=step_values[0], eta=float(self.eta), eta_ddim=float(self.eta_ddim),
+            s_noise=float(self.s_noise),
             vary_seeds=bool(self.vary_seeds),
             **{pos: self._axis(pos, label, text) for pos, (label, text) in positions.items()})
 
@@ -165,11 +167,12 @@ class Settings:
 
 
 _KEYS = {"prompt": "prompt", "negative_prompt": "neg", "model": "model", "samplers": "sampler",
-         "steps": "steps", "schedule": "schedule", "cfg": "cfg", "eta": "eta", "s_noise": "s_noise",
+         "steps": "steps", "schedule": "schedule", "cfg": "cfg", "eta": "eta", "eta_ddim": "eta_ddim",
+         "s_noise": "s_noise",
          "width": "w", "height": "h", "seed": "seed", "x_axis": "x", "x_values": "xv", "y_axis": "y",
          "y_values": "yv", "z_axis": "z", "z_values": "zv", "vary_seeds": "vary_seeds",
          "accurate_reference": "ref", "overlay": "overlay"}
-_NUMBERS = {"cfg": (0.0, 100.0), "eta": (0.0, 10.0), "s_noise": (0.0, 10.0)}
+_NUMBERS = {"cfg": (0.0, 100.0), "eta": (0.0, 10.0), "eta_ddim": (0.0, 10.0), "s_noise": (0.0, 10.0)}
 _SIDES = {"width", "height"}
 _MAX_TEXT = 4000
 

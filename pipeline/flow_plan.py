@@ -1,0 +1,73 @@
+"""What a cell runs on a flow model: its shift, its sigmas, and the flow-only options' checks.
+
+This module owns the flow-model rules of a cell's sampling plan:
+- the cell's shift: its "shift" setting, or the model's own (SD3's scheduler shift; Flux's
+  resolution-dependent exp(mu) for the cell's size, see pipeline.flow_schedule);
+- "Automatic" on a flow model: what the model's own diffusers pipeline runs by default
+  (pipeline_sigmas); any other schedule type is computed on the shifted flow table
+  sigma_i = shifted(i / 1000), as ComfyUI's schedulers do on its flow models;
+- refusing flow-only settings ("shift", "guidance") on SD-family models, "guidance" on a
+  flow model without a guidance embedding, and a shift <= 0, each with a one-line message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+import samplers
+from pipeline.flow_schedule import check_shift, model_shift, pipeline_sigmas, train_sigmas
+
+
+class FlowOptionError(ValueError):
+    """A flow-only setting on a model that does not take it (or the reverse), or a bad value."""
+
+
+def cell_flow_settings(spec: Any) -> tuple[float | None, float | None]:
+    """The cell's (shift, guidance) settings; None where it leaves them to the model."""
+    return getattr(spec, "shift", None), getattr(spec, "guidance", None)
+
+
+def check_flow_options(spec: Any, model: Any) -> None:
+    """Refuse flow-only settings on SD-family models, guidance on a model without a guidance
+    embedding, and a shift that is not a positive number."""
+    shift, guidance = cell_flow_settings(spec)
+    flow = getattr(model, "flow", None)
+    if flow is None:
+        used = [name for name, value in (("shift", shift), ("guidance", guidance)) if value is not None]
+        if used:
+            raise FlowOptionError(
+                f"{' and '.join(used)} only apply to flow models (SD3 / SD3.5, Flux); "
+                f"{model.name!r} is a {model.family} model — remove {'them' if len(used) > 1 else 'it'}")
+        return
+    if shift is not None:
+        try:
+            check_shift(shift)
+        except ValueError as err:
+            raise FlowOptionError(str(err)) from err
+    if guidance is not None:
+        if not flow.guidance_embeds:
+            raise FlowOptionError(
+                f"guidance (Flux's distilled guidance) needs a model with a guidance embedding, such as "
+                f"FLUX.1-dev; {model.name!r} has none — use cfg instead, or remove guidance")
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or guidance != guidance:
+            raise FlowOptionError(
+                f"guidance must be a number (3.5 is FLUX.1-dev's default), got {guidance!r}")
+
+
+def cell_shift(spec: Any, model: Any, latent_height: int, latent_width: int) -> float:
+    """The shift multiplier the cell samples with: its own setting, else the model's."""
+    shift, _ = cell_flow_settings(spec)
+    if shift is not None:
+        return check_shift(shift)
+    return model_shift(model.flow.shift, latent_height, latent_width)
+
+
+def flow_sigmas(spec: Any, model: Any, latent_height: int, latent_width: int) -> Tensor:
+    """The descending sigmas (float64, ending in 0) a native sampler runs on a flow model."""
+    shift = cell_shift(spec, model, latent_height, latent_width)
+    if spec.schedule == "Automatic":
+        return pipeline_sigmas(model.family, spec.steps, shift)
+    table = train_sigmas(shift)
+    return samplers.sigmas(spec.schedule, spec.steps, table, sampler=spec.sampler).double()
