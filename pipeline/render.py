@@ -21,7 +21,7 @@ from pipeline.decode import Decoder
 from pipeline.denoiser import ModelDenoiser
 from pipeline.engine import RunOptions, TickLoop, latent_noise
 from pipeline.flow_denoiser import FlowDenoiser
-from pipeline.flow_plan import check_flow_options, flow_sigmas
+from pipeline.flow_plan import cell_shift, check_flow_options, flow_sigmas
 from pipeline.models import LoadedModel, load_model
 from samplers import diffusers_adapter
 from samplers.noise import CellNoise, sigma_range
@@ -80,7 +80,9 @@ def start_cell(index: int, spec: Any, model: LoadedModel, cond: RowConditioning)
     noise0, generator = latent_noise(spec.seed, shape, model.dtype)
     x = noise0.to(model.device, torch.float32) * float(sig[0])
     noise = CellNoise(spec.seed, *sigma_range(sig), generator=generator)
-    gen = samplers.start_generator(spec.sampler, x, sig.to(model.device), noise, **options)
+    # the parametrisation decides how the sampler puts noise back (samplers.parametrisation)
+    param = samplers.FLOW.with_shift(cell_shift(spec, model, *shape[2:])) if model.is_flow else samplers.VE
+    gen = samplers.start_generator(spec.sampler, x, sig.to(model.device), noise, param=param, **options)
     return CellState(index, spec, gen, sig, cond)
 
 

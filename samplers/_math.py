@@ -9,13 +9,16 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from numpy.polynomial.legendre import leggauss
 from torch import Tensor
 
 from samplers.noise import CellNoise
 from samplers.registry import SamplerOptionError
+
+if TYPE_CHECKING:
+    from samplers.parametrisation import Parametrisation
 
 
 def real_option(name: str, value: Any, *, minimum: float = 0.0, allow_inf: bool = False) -> float:
@@ -60,6 +63,11 @@ class Churn:
     [s_tmin, s_tmax], raise the noise level to sigma_hat = sigma (1 + gamma),
     gamma = min(s_churn / steps, sqrt(2) - 1), by adding fresh noise of
     variance sigma_hat^2 - sigma^2 scaled by s_noise.
+
+    On a flow model the churn raises the VE-equivalent noise level sigma / alpha by
+    (1 + gamma) and re-noises to the sigma that has it (`Parametrisation.renoise`), so the
+    sample keeps the flow marginals and sigma_hat stays below 1 (ComfyUI applies the VE
+    formula unchanged there, which can step past sigma = 1).
     """
 
     s_churn: float = 0.0
@@ -84,14 +92,27 @@ class Churn:
             return 0.0
         return min(self.s_churn / self.steps, math.sqrt(2) - 1)
 
-    def apply(self, x: Tensor, sigma: float, noise: CellNoise) -> tuple[Tensor, float]:
+    def apply(self, x: Tensor, sigma: float, noise: CellNoise,
+              param: Parametrisation | None = None) -> tuple[Tensor, float]:
         """(x_hat, sigma_hat); draws noise only when gamma > 0, so churn 0 is deterministic."""
         gamma = self.gamma(sigma)
         if gamma == 0:
             return x, sigma
+        if param is not None and param.is_flow:
+            return self._apply_flow(x, sigma, gamma, noise, param)
         sigma_hat = sigma * (1 + gamma)
         eps = noise.gaussian(x)
         return x + eps * (self.s_noise * math.sqrt(sigma_hat**2 - sigma**2)), sigma_hat
+
+    def _apply_flow(self, x: Tensor, sigma: float, gamma: float, noise: CellNoise,
+                    param: Parametrisation) -> tuple[Tensor, float]:
+        ve_sigma = param.ve_sigma(sigma)
+        if math.isinf(ve_sigma):  # pure noise already: nothing to raise
+            return x, sigma
+        sigma_hat = param.from_ve_sigma(ve_sigma * (1 + gamma))
+        step = param.renoise(sigma, sigma_hat)
+        x = x * step.scale + noise.gaussian(x) * (self.s_noise * step.up)
+        return x, sigma_hat
 
 
 def int_option(name: str, value: Any, *, minimum: int, maximum: int) -> int:

@@ -45,16 +45,18 @@ _COST = " Use cfg about 1-2; 2 model rows per call even at cfg 1."
 
 @register(
     "Euler CFG++", kind="deterministic", calls_per_step=1, default_schedule="Karras", cfg_pp=True,
+    flow="ve-coordinates",
     description="Euler with CFG++ guidance: each step starts from the guided estimate and re-noises "
                 "with the unconditional noise, which keeps strong guidance on the data manifold." + _COST,
 )
-def euler_cfg_pp(x: Tensor, sigmas: Tensor, noise: CellNoise) -> SamplerGenerator:
+def euler_cfg_pp(x: Tensor, sigmas: Tensor) -> SamplerGenerator:
     """x_next = D_g + sigma_next (x - D_u) / sigma (Chung et al. 2024, Algorithm 1)."""
-    return _euler_ancestral_cfg_pp(x, sigmas.tolist(), noise, 0.0, 0.0)
+    return _euler_ancestral_cfg_pp(x, sigmas.tolist(), None, 0.0, 0.0)
 
 
 @register(
     "Euler a CFG++", kind="ancestral", calls_per_step=1, default_schedule="Karras", cfg_pp=True,
+    flow="ve-coordinates",
     description="Euler a with CFG++ guidance: the CFG++ step to a lower noise level, then fresh "
                 "random noise; never settles on one image." + _COST,
 )
@@ -65,7 +67,7 @@ def euler_ancestral_cfg_pp(x: Tensor, sigmas: Tensor, noise: CellNoise, *, eta: 
                                    real_option("s_noise", s_noise))
 
 
-def _euler_ancestral_cfg_pp(x: Tensor, sig: list[float], noise: CellNoise, eta: float,
+def _euler_ancestral_cfg_pp(x: Tensor, sig: list[float], noise: CellNoise | None, eta: float,
                             s_noise: float) -> SamplerGenerator:
     for s, s_next in pairwise(sig):
         guided, uncond = yield x, s
@@ -74,13 +76,14 @@ def _euler_ancestral_cfg_pp(x: Tensor, sig: list[float], noise: CellNoise, eta: 
             continue
         down, up = ancestral_step(s, s_next, eta)
         x = guided + (x - uncond) * (down / s)
-        if up > 0 and s_noise > 0:
+        if up > 0 and s_noise > 0 and noise is not None:
             x = x + noise.gaussian(x) * (s_noise * up)
     return x
 
 
 @register(
     "DPM++ 2S a CFG++", kind="ancestral", calls_per_step=2, default_schedule="Karras", cfg_pp=True,
+    flow="ve-coordinates",
     description="DPM++ 2S a with CFG++ guidance: a second-order two-call step from the CFG++ "
                 "shifted sample, then fresh random noise." + _COST,
 )
@@ -112,10 +115,11 @@ def _dpmpp_2s_a_cfg_pp(x: Tensor, sig: list[float], noise: CellNoise, eta: float
 
 @register(
     "DPM++ 2M CFG++", kind="deterministic", calls_per_step=1, default_schedule="Karras", cfg_pp=True,
+    flow="ve-coordinates",
     description="DPM++ 2M with CFG++ guidance: second-order multistep, one call per step, "
                 "re-noising with the unconditional noise." + _COST,
 )
-def dpmpp_2m_cfg_pp(x: Tensor, sigmas: Tensor, noise: CellNoise) -> SamplerGenerator:
+def dpmpp_2m_cfg_pp(x: Tensor, sigmas: Tensor) -> SamplerGenerator:
     """DPM-Solver++(2M) with CFG++ as ComfyUI's dpmpp_2m_cfg_pp (module docstring)."""
     return _dpmpp_2m_cfg_pp(x, sigmas.tolist())
 

@@ -30,7 +30,7 @@ from typing import Any
 from torch import Tensor
 
 from samplers import lms as _lms_module
-from samplers.noise import CellNoise
+from samplers.parametrisation import Parametrisation
 from samplers.protocol import SamplerGenerator
 from samplers.registry import SamplerInfo, add_info, register, registered
 
@@ -85,9 +85,9 @@ def comfyui_name(registered_name: str) -> str | None:
     description="ComfyUI's LMS: A1111's linear multistep, except that the last step to sigma 0 "
                 "lands on the model's denoised estimate.",
 )
-def lms_comfyui(x: Tensor, sigmas: Tensor, noise: CellNoise, *, order: int = 4) -> SamplerGenerator:
+def lms_comfyui(x: Tensor, sigmas: Tensor, param: Parametrisation, *, order: int = 4) -> SamplerGenerator:
     """Linear multistep (see samplers/lms.py) whose last step to sigma 0 returns D (ComfyUI)."""
-    inner = _lms_module.lms(x, sigmas[:-1] if float(sigmas[-1]) == 0 else sigmas, noise, order=order)
+    inner = _lms_module.lms(x, sigmas[:-1] if float(sigmas[-1]) == 0 else sigmas, param, order=order)
     x = yield from inner
     if float(sigmas[-1]) == 0:
         denoised = yield x, sigmas[-2]
@@ -101,8 +101,9 @@ def _variant(base: str, name: str, description: str, *, discard_penultimate: boo
     info = registered()[base]
     base_fn: Callable[..., Any] = info.fn
 
-    def fn(x: Tensor, sigmas: Tensor, noise: CellNoise, **options: Any) -> Any:
-        return base_fn(x, sigmas, noise, **options, **fixed)
+    def fn(x: Tensor, sigmas: Tensor, **inputs_and_options: Any) -> Any:
+        # the inputs (noise, param) arrive by name, as samplers.run passes them to `base`
+        return base_fn(x, sigmas, **inputs_and_options, **fixed)
 
     add_info(dataclasses.replace(
         info, name=name, fn=fn, description=description,

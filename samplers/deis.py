@@ -48,7 +48,6 @@ from itertools import pairwise
 from torch import Tensor
 
 from samplers._math import gauss_legendre, int_option
-from samplers.noise import CellNoise
 from samplers.protocol import SamplerGenerator
 from samplers.registry import SamplerOptionError, register
 
@@ -107,7 +106,7 @@ def _checked_mode(deis_mode: object) -> Callable[[float], float]:
     description="Exponential-integrator multistep solver: fits a curve through the last three "
                 "noise predictions to take a third-order step for one model call.",
 )
-def deis(x: Tensor, sigmas: Tensor, noise: CellNoise, *, max_order: int = 3,
+def deis(x: Tensor, sigmas: Tensor, *, max_order: int = 3,
          deis_mode: str = "tab") -> SamplerGenerator:
     """DEIS-AB of order up to max_order (1..4) in deis_mode "tab" or "rhoab"; 1 call per step."""
     order = int_option("max_order", max_order, minimum=1, maximum=MAX_ORDER)

@@ -352,7 +352,8 @@ def _info(name: str, class_name: str, preset: dict[str, Any], description: str) 
         "sde" if str(preset.get("algorithm_type", "")).startswith("sde") else "deterministic")
     return SamplerInfo(
         name=name, fn=fn, kind=kind, calls_per_step=2 if class_name in _TWO_CALLS else 1,
-        default_schedule=None, description=description, family="diffusers", options=options)
+        default_schedule=None, description=description, family="diffusers", options=options,
+        flow_form="refused")
 
 
 @functools.cache

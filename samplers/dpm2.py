@@ -17,6 +17,10 @@ s_noise * sigma_up * N(0, I).
 
 Both discard the penultimate sigma under "Automatic", as A1111 does: the last
 midpoint step from the smallest sigma is the noisy one.
+
+On flow models DPM2 is unchanged (it integrates the same ODE, with the midpoint still in
+log-sigma, as ComfyUI's) and DPM2 a takes the rectified-flow ancestral step
+(`Parametrisation.ancestral_step`), as ComfyUI's dpm_2_ancestral_RF does.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from itertools import pairwise
 
 from torch import Tensor
 
-from samplers._math import Churn, ancestral_step, real_option
+from samplers._math import Churn, real_option
 from samplers.noise import CellNoise
+from samplers.parametrisation import Parametrisation, apply_step
 from samplers.protocol import SamplerGenerator
 from samplers.registry import register
 
@@ -54,16 +59,18 @@ def _dpm2_step(x: Tensor, d: Tensor, sigma: float, sigma_to: float) -> SamplerGe
     description="Second-order solver that re-measures the denoising direction halfway (in log "
                 "noise level) through each step; two model calls per step.",
 )
-def dpm2(x: Tensor, sigmas: Tensor, noise: CellNoise, *, s_churn: float = 0.0,
-         s_tmin: float = 0.0, s_tmax: float = math.inf, s_noise: float = 1.0) -> SamplerGenerator:
+def dpm2(x: Tensor, sigmas: Tensor, noise: CellNoise, param: Parametrisation, *,
+         s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf,
+         s_noise: float = 1.0) -> SamplerGenerator:
     """DPM2: Karras 2022 Algorithm 2 (with churn) using a log-sigma midpoint step."""
     churn = Churn.checked(s_churn, s_tmin, s_tmax, s_noise, steps=len(sigmas) - 1)
-    return _dpm2(x, sigmas.tolist(), noise, churn)
+    return _dpm2(x, sigmas.tolist(), noise, param, churn)
 
 
-def _dpm2(x: Tensor, sig: list[float], noise: CellNoise, churn: Churn) -> SamplerGenerator:
+def _dpm2(x: Tensor, sig: list[float], noise: CellNoise, param: Parametrisation,
+          churn: Churn) -> SamplerGenerator:
     for s, s_next in pairwise(sig):
-        x, s_hat = churn.apply(x, s, noise)
+        x, s_hat = churn.apply(x, s, noise, param)
         denoised = yield x, s_hat
         x = yield from _dpm2_step(x, (x - denoised) / s_hat, s_hat, s_next)
     return x
@@ -75,20 +82,19 @@ def _dpm2(x: Tensor, sig: list[float], noise: CellNoise, churn: Churn) -> Sample
     description="DPM2 with fresh random noise added after every step: varied, 'creative' images "
                 "that change with the step count; two model calls per step.",
 )
-def dpm2_ancestral(x: Tensor, sigmas: Tensor, noise: CellNoise, *, eta: float = 1.0,
-                   s_noise: float = 1.0) -> SamplerGenerator:
+def dpm2_ancestral(x: Tensor, sigmas: Tensor, noise: CellNoise, param: Parametrisation, *,
+                   eta: float = 1.0, s_noise: float = 1.0) -> SamplerGenerator:
     """DPM2 ancestral: DPM2 step to sigma_down, then add s_noise * sigma_up * N(0, I)."""
     eta_v = real_option("eta", eta)
     s_noise_v = real_option("s_noise", s_noise)
-    return _dpm2_ancestral(x, sigmas.tolist(), noise, eta_v, s_noise_v)
+    return _dpm2_ancestral(x, sigmas.tolist(), noise, param, eta_v, s_noise_v)
 
 
-def _dpm2_ancestral(x: Tensor, sig: list[float], noise: CellNoise, eta: float,
-                    s_noise: float) -> SamplerGenerator:
+def _dpm2_ancestral(x: Tensor, sig: list[float], noise: CellNoise, param: Parametrisation,
+                    eta: float, s_noise: float) -> SamplerGenerator:
     for s, s_next in pairwise(sig):
         denoised = yield x, s
-        down, up = ancestral_step(s, s_next, eta)
-        x = yield from _dpm2_step(x, (x - denoised) / s, s, down)
-        if up > 0:
-            x = x + noise.gaussian(x) * (s_noise * up)
+        step = param.ancestral_step(s, s_next, eta)
+        x = yield from _dpm2_step(x, (x - denoised) / s, s, step.down)
+        x = apply_step(x, step, noise.gaussian, s_noise)
     return x

@@ -27,6 +27,11 @@ and return the sample at sigma_min (no final denoise to 0, so a faint residual
 noise of size sigma_min stays in the image, exactly as those tools give it).
 With eta > 0 (A1111 passes eta = 1.0, our default) each step goes to the
 ancestral "down" sigma and adds fresh noise (samplers._math.ancestral_step).
+
+Flow models: the solver steps are unchanged (they integrate the same ODE in x, in lambda =
+-log sigma, as ComfyUI runs them on flow models); the ancestral noise is the parametrisation's
+(`Parametrisation.ancestral_step` for sigma_down, then `renoise` to sigma_t's signal and
+noise levels), where ComfyUI adds the VE noise, which does not keep the flow marginals.
 """
 
 from __future__ import annotations
@@ -38,8 +43,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from samplers._math import ancestral_step, int_option, real_option
+from samplers._math import int_option, real_option
 from samplers.noise import CellNoise
+from samplers.parametrisation import AncestralStep, Parametrisation, apply_step
 from samplers.protocol import NonFiniteError
 from samplers.registry import SamplerOptionError, register
 
@@ -113,18 +119,19 @@ def fast_orders(calls: int) -> list[int]:
     return [3] * (steps - 1) + [calls % 3]
 
 
-def _down(lam_s: float, lam_t: float, lam_end: float, eta: float) -> tuple[float, float]:
+def _down(lam_s: float, lam_t: float, lam_end: float, eta: float,
+          param: Parametrisation) -> tuple[float, AncestralStep]:
     """Ancestral split of the step lambda_s -> lambda_t, never stepping past lambda_end.
 
-    Returns (lambda to solve to, sigma of the fresh noise to add there).
+    Returns (lambda to solve to, the re-noising from there to sigma_t's levels).
     """
-    if eta == 0:
-        return lam_t, 0.0
     sigma_t = _sigma(lam_t)
-    down, _up = ancestral_step(_sigma(lam_s), sigma_t, eta)
+    if eta == 0:
+        return lam_t, AncestralStep(sigma_t, 0.0)
+    down = param.ancestral_step(_sigma(lam_s), sigma_t, eta).down
     lam_down = min(lam_end, _lam(down)) if down > 0 else lam_end
     # The noise tops the sample up to sigma_t exactly from where the solve ended.
-    return lam_down, math.sqrt(max(sigma_t**2 - _sigma(lam_down) ** 2, 0.0))
+    return lam_down, param.renoise(_sigma(lam_down), sigma_t)
 
 
 def _check_noise_options(eta: Any, s_noise: Any) -> tuple[float, float]:
@@ -144,8 +151,9 @@ def _denoise_only(x: Tensor, sigma: float) -> Generator[tuple[Tensor, float], Te
                 "schedule's largest and smallest sigma; the step count is its model-call budget. "
                 "Adds fresh noise each step (eta) and stops at the smallest sigma.",
 )
-def dpm_fast(x: Tensor, sigmas: Tensor, noise: CellNoise, *, eta: float = 1.0,
-             s_noise: float = 1.0) -> Generator[tuple[Tensor, float], Tensor, Tensor]:
+def dpm_fast(x: Tensor, sigmas: Tensor, noise: CellNoise, param: Parametrisation, *,
+             eta: float = 1.0, s_noise: float = 1.0
+             ) -> Generator[tuple[Tensor, float], Tensor, Tensor]:
     """DPM-Solver-fast with len(sigmas) - 1 model calls from sigmas[0] to sigma_min."""
     eta, s_noise = _check_noise_options(eta, s_noise)
     sigma_min, sigma_max = _ends(sigmas)
@@ -157,11 +165,10 @@ def dpm_fast(x: Tensor, sigmas: Tensor, noise: CellNoise, *, eta: float = 1.0,
     for i, order in enumerate(orders):
         lam_s = lam_start + i * width
         lam_t = lam_end if i == len(orders) - 1 else lam_start + (i + 1) * width
-        lam_down, sigma_up = _down(lam_s, lam_t, lam_end, eta)
+        lam_down, renoise = _down(lam_s, lam_t, lam_end, eta, param)
         eps_s = yield from _eps_at(x, lam_s)
         x, _ = yield from solver_step(x, eps_s, lam_s, lam_down, order)
-        if sigma_up > 0:
-            x = x + noise.gaussian(x) * (sigma_up * s_noise)
+        x = apply_step(x, renoise, noise.gaussian, s_noise)
     return x
 
 
@@ -223,7 +230,8 @@ def _check_adaptive(order: Any, rtol: Any, atol: Any, h_init: Any,
                 "schedule's largest and smallest sigma; it ignores the step count and schedule "
                 "type, and usually costs the most model calls.",
 )
-def dpm_adaptive(x: Tensor, sigmas: Tensor, noise: CellNoise, *, order: int = 3,
+def dpm_adaptive(x: Tensor, sigmas: Tensor, noise: CellNoise, param: Parametrisation, *,
+                 order: int = 3,
                  rtol: float = 0.05, atol: float = 0.0078, h_init: float = 0.05,
                  pcoeff: float = 0.0, icoeff: float = 1.0, dcoeff: float = 0.0,
                  accept_safety: float = 0.81, eta: float = 1.0, s_noise: float = 1.0,
@@ -243,18 +251,18 @@ def dpm_adaptive(x: Tensor, sigmas: Tensor, noise: CellNoise, *, order: int = 3,
         return (yield from _denoise_only(x, sigma_max))
     # With fresh noise the embedded estimate is only ~order 1.5 accurate (k-diffusion's choice).
     pid = PIDController(h_init, *coeffs, 1.5 if eta else order, accept_safety)
-    return (yield from _adaptive_loop(x, _lam(sigma_max), _lam(sigma_min), pid, noise,
+    return (yield from _adaptive_loop(x, _lam(sigma_max), _lam(sigma_min), pid, noise, param,
                                       order, rtol, atol, eta, s_noise))
 
 
 def _adaptive_loop(x: Tensor, lam_s: float, lam_end: float, pid: PIDController,
-                   noise: CellNoise, order: int, rtol: float, atol: float, eta: float,
-                   s_noise: float) -> Generator[tuple[Tensor, float], Tensor, Tensor]:
+                   noise: CellNoise, param: Parametrisation, order: int, rtol: float, atol: float,
+                   eta: float, s_noise: float) -> Generator[tuple[Tensor, float], Tensor, Tensor]:
     """Attempt steps of size pid.h until lambda reaches lambda_end (within 1e-5)."""
     x_prev, eps_s, calls = x, None, 0
     while lam_s < lam_end - 1e-5:
         lam_t = min(lam_end, lam_s + pid.h)
-        lam_down, sigma_up = _down(lam_s, lam_t, lam_end, eta)
+        lam_down, renoise = _down(lam_s, lam_t, lam_end, eta, param)
         if eps_s is None:
             # A rejected attempt restarts from the same (x, lambda_s): reuse its eps.
             eps_s = yield from _eps_at(x, lam_s)
@@ -267,8 +275,7 @@ def _adaptive_loop(x: Tensor, lam_s: float, lam_end: float, pid: PIDController,
                                  "produced NaN or inf")
         if pid.propose(error):
             x_prev, x, lam_s, eps_s = x_low, x_high, lam_t, None
-            if sigma_up > 0:
-                x = x + noise.gaussian(x) * (sigma_up * s_noise)
+            x = apply_step(x, renoise, noise.gaussian, s_noise)
         if calls >= MAX_ADAPTIVE_CALLS and lam_s < lam_end - 1e-5:
             raise StepBudgetError(
                 f"DPM adaptive did not reach sigma={_sigma(lam_end):.4g} within "

@@ -23,16 +23,25 @@ the first-order step x_t = (sigma_t / sigma_s) x_s + (1 - e^-h) D
   ancestral sigma_down, then fresh Gaussian noise sigma_up * N(0, I) is added
   (the DDPM posterior's split, `samplers._math.ancestral_step`). A step to
   sigma_down = 0 is a plain Euler step, which lands on the denoised estimate.
+
+On flow models (`samplers.parametrisation`) the first-order step above is the same update of
+x (x_t = (sigma_t / sigma_s) x_s + (1 - sigma_t / sigma_s) D is the data-prediction step for
+alpha = 1 - sigma too), so DPM++ 2M runs unchanged, as in ComfyUI. DPM++ 2S a follows
+ComfyUI's dpmpp_2s_ancestral_RF: the midpoint sits halfway in the flow half-log-SNR
+log((1 - sigma) / sigma) between sigma and sigma_down (at sigma = 1, where that is -inf,
+ComfyUI's fixed 0.9999), and the noise is the rectified-flow ancestral step.
 """
 
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 from torch import Tensor
 
-from samplers._math import ancestral_step, real_option
+from samplers._math import real_option
 from samplers.noise import CellNoise
+from samplers.parametrisation import Parametrisation, apply_step
 from samplers.protocol import SamplerGenerator
 from samplers.registry import register
 
@@ -49,18 +58,16 @@ def dpmpp_first_order(x: Tensor, denoised: Tensor, sigma: float, sigma_to: float
     description="Second-order multistep solver: it reuses the previous step's model output, so "
                 "it gets second-order accuracy from one model call per step. A strong default.",
 )
-def dpmpp_2m(x: Tensor, sigmas: Tensor, noise: CellNoise) -> SamplerGenerator:
+def dpmpp_2m(x: Tensor, sigmas: Tensor) -> SamplerGenerator:
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2), data prediction, in lambda = -log sigma."""
-    return _dpmpp_2m(x, sigmas, noise)
+    return _dpmpp_2m(x, sigmas.tolist())
 
 
-def _dpmpp_2m(x: Tensor, sigmas: Tensor, noise: CellNoise) -> SamplerGenerator:
-    sig = sigmas.tolist()
+def _dpmpp_2m(x: Tensor, sig: list[float]) -> SamplerGenerator:
     old_denoised: Tensor | None = None
     h_last = 0.0
-    for i in range(len(sig) - 1):
-        s, s_next = sig[i], sig[i + 1]
-        denoised = yield x, sigmas[i]
+    for s, s_next in pairwise(sig):
+        denoised = yield x, s
         if s_next == 0:
             # lambda = inf: the step's limit is the denoised estimate itself.
             x = denoised
@@ -82,8 +89,8 @@ def _dpmpp_2m(x: Tensor, sigmas: Tensor, noise: CellNoise) -> SamplerGenerator:
     description="Single-step second-order solver (two model calls per step) that adds fresh "
                 "random noise after every step, so the image keeps changing with the step count.",
 )
-def dpmpp_2s_ancestral(x: Tensor, sigmas: Tensor, noise: CellNoise, *, eta: float = 1.0,
-                       s_noise: float = 1.0) -> SamplerGenerator:
+def dpmpp_2s_ancestral(x: Tensor, sigmas: Tensor, noise: CellNoise, param: Parametrisation, *,
+                       eta: float = 1.0, s_noise: float = 1.0) -> SamplerGenerator:
     """DPM-Solver++(2S) (Lu et al. 2022, Algorithm 1, r = 1/2) to sigma_down, plus ancestral noise.
 
     eta scales the added noise (eta = 0: deterministic DPM-Solver++(2S));
@@ -92,25 +99,31 @@ def dpmpp_2s_ancestral(x: Tensor, sigmas: Tensor, noise: CellNoise, *, eta: floa
     """
     eta_v = real_option("eta", eta)
     s_noise_v = real_option("s_noise", s_noise)
-    return _dpmpp_2s_ancestral(x, sigmas, noise, eta_v, s_noise_v)
+    return _dpmpp_2s_ancestral(x, sigmas.tolist(), noise, param, eta_v, s_noise_v)
 
 
-def _dpmpp_2s_ancestral(x: Tensor, sigmas: Tensor, noise: CellNoise, eta: float,
-                        s_noise: float) -> SamplerGenerator:
-    sig = sigmas.tolist()
-    for i in range(len(sig) - 1):
-        s, s_next = sig[i], sig[i + 1]
-        denoised = yield x, sigmas[i]
-        down, up = ancestral_step(s, s_next, eta)
-        if down == 0:
+def _lambda_midpoint(param: Parametrisation, sigma: float, sigma_to: float) -> float:
+    """The sigma halfway in lambda: sqrt(sigma sigma_to) on VE; on flow ComfyUI's RF rule."""
+    if not param.is_flow:
+        return math.sqrt(sigma * sigma_to)
+    if sigma >= 1:
+        return 0.9999  # ComfyUI's fixed choice where lambda(sigma) = -inf
+    lam = (param.half_log_snr(sigma) + param.half_log_snr(sigma_to)) / 2
+    return param.sigma_at(lam)
+
+
+def _dpmpp_2s_ancestral(x: Tensor, sig: list[float], noise: CellNoise, param: Parametrisation,
+                        eta: float, s_noise: float) -> SamplerGenerator:
+    for s, s_next in pairwise(sig):
+        denoised = yield x, s
+        step = param.ancestral_step(s, s_next, eta)
+        if step.down == 0:
             # Euler step to sigma 0: x + (x - D) / s * (0 - s) is D exactly.
             x = denoised
         else:
-            # Midpoint in lambda: sigma_mid = sigma * e^(-h/2) = sqrt(sigma * sigma_down).
-            s_mid = math.sqrt(s * down)
+            s_mid = _lambda_midpoint(param, s, step.down)
             x_mid = dpmpp_first_order(x, denoised, s, s_mid)
             denoised_mid = yield x_mid, s_mid
-            x = dpmpp_first_order(x, denoised_mid, s, down)
-        if s_next > 0 and up > 0:
-            x = x + noise.gaussian(x) * (s_noise * up)
+            x = dpmpp_first_order(x, denoised_mid, s, step.down)
+        x = apply_step(x, step, noise.gaussian, s_noise)
     return x

@@ -41,11 +41,18 @@ different step counts see the same noise, sampled more or less finely.
   code, k-diffusion and A1111 use it, so our numbers match theirs; it makes
   the method second order asymptotically, though much more accurate than 2M
   at practical step counts (tests/test_dpmpp_sde.py measures both).
+
+Flow models: all four run in VE-equivalent coordinates
+(`samplers.parametrisation.in_ve_coordinates`): x / alpha at noise level sigma / alpha =
+exp(-lambda), with lambda = log((1 - sigma) / sigma), the first sigma moved off 1 as ComfyUI
+does. Written out this is ComfyUI's form for its CONST models, e.g. for 2M SDE
+x' = (sigma' / sigma) e^(-eta h) x + (1 - sigma') (1 - e^-H) D + ... + sigma' sqrt(1 - e^(-2 eta h)) z.
 """
 
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 from torch import Tensor
 
@@ -69,7 +76,7 @@ def _ancestral_brownian_step(x: Tensor, denoised: Tensor, sigma: float, sigma_to
 
 
 @register(
-    "DPM++ SDE", kind="sde", calls_per_step=2, default_schedule="Karras",
+    "DPM++ SDE", kind="sde", calls_per_step=2, default_schedule="Karras", flow="ve-coordinates",
     description="Second-order single-step stochastic solver (two model calls per step). Its noise "
                 "follows one fixed random path, so images stay similar as the step count changes.",
 )
@@ -85,16 +92,14 @@ def dpmpp_sde(x: Tensor, sigmas: Tensor, noise: CellNoise, *, eta: float = 1.0,
     r_v = real_option("r", r)
     if not 0 < r_v < 1:
         raise SamplerOptionError(f"option r must be strictly between 0 and 1, got {r!r}")
-    return _dpmpp_sde(x, sigmas, noise, eta_v, s_noise_v, r_v)
+    return _dpmpp_sde(x, sigmas.tolist(), noise, eta_v, s_noise_v, r_v)
 
 
-def _dpmpp_sde(x: Tensor, sigmas: Tensor, noise: CellNoise, eta: float, s_noise: float,
+def _dpmpp_sde(x: Tensor, sig: list[float], noise: CellNoise, eta: float, s_noise: float,
                r: float) -> SamplerGenerator:
-    sig = sigmas.tolist()
     fac = 1 / (2 * r)
-    for i in range(len(sig) - 1):
-        s, s_next = sig[i], sig[i + 1]
-        denoised = yield x, sigmas[i]
+    for s, s_next in pairwise(sig):
+        denoised = yield x, s
         if s_next == 0:
             # Euler step to sigma 0: x + (x - D) / s * (0 - s) is D exactly.
             x = denoised
@@ -137,6 +142,7 @@ def _sde_noise(x: Tensor, sigma: float, sigma_next: float, h: float, eta: float,
 
 @register(
     "DPM++ 2M SDE", kind="sde", calls_per_step=1, default_schedule="Exponential",
+    flow="ve-coordinates",
     description="Second-order multistep stochastic solver, one model call per step. Adds noise "
                 "along one fixed random path, so images stay similar across step counts.",
 )
@@ -148,17 +154,15 @@ def dpmpp_2m_sde(x: Tensor, sigmas: Tensor, noise: CellNoise, *, eta: float = 1.
     "midpoint" or "heun". eta = 0 with "midpoint" is DPM++ 2M.
     """
     eta_v, s_noise_v = _check_sde_options(eta, s_noise, solver_type)
-    return _dpmpp_2m_sde(x, sigmas, noise, eta_v, s_noise_v, solver_type)
+    return _dpmpp_2m_sde(x, sigmas.tolist(), noise, eta_v, s_noise_v, solver_type)
 
 
-def _dpmpp_2m_sde(x: Tensor, sigmas: Tensor, noise: CellNoise, eta: float, s_noise: float,
+def _dpmpp_2m_sde(x: Tensor, sig: list[float], noise: CellNoise, eta: float, s_noise: float,
                   solver_type: str) -> SamplerGenerator:
-    sig = sigmas.tolist()
     old_denoised: Tensor | None = None
     h_last = 0.0
-    for i in range(len(sig) - 1):
-        s, s_next = sig[i], sig[i + 1]
-        denoised = yield x, sigmas[i]
+    for s, s_next in pairwise(sig):
+        denoised = yield x, s
         if s_next == 0:
             x = denoised
             continue
@@ -176,6 +180,7 @@ def _dpmpp_2m_sde(x: Tensor, sigmas: Tensor, noise: CellNoise, eta: float, s_noi
 
 @register(
     "DPM++ 2M SDE Heun", kind="sde", calls_per_step=1, default_schedule="Exponential",
+    flow="ve-coordinates",
     description="DPM++ 2M SDE with the Heun-style correction of the multistep term instead of "
                 "the midpoint one; one model call per step, noise on one fixed random path.",
 )
@@ -187,6 +192,7 @@ def dpmpp_2m_sde_heun(x: Tensor, sigmas: Tensor, noise: CellNoise, *, eta: float
 
 @register(
     "DPM++ 3M SDE", kind="sde", calls_per_step=1, default_schedule="Exponential",
+    flow="ve-coordinates",
     description="Third-order multistep stochastic solver, one model call per step, noise on one "
                 "fixed random path. Works best with enough steps (about 30 or more).",
     discard_penultimate=True,
@@ -196,7 +202,7 @@ def dpmpp_3m_sde(x: Tensor, sigmas: Tensor, noise: CellNoise, *, eta: float = 1.
     """Multistep data-prediction SDE solver of order 3 (see module docstring); eta = 0 is
     DPM-Solver++(3M)."""
     eta_v, s_noise_v = _check_sde_options(eta, s_noise, "midpoint")
-    return _dpmpp_3m_sde(x, sigmas, noise, eta_v, s_noise_v)
+    return _dpmpp_3m_sde(x, sigmas.tolist(), noise, eta_v, s_noise_v)
 
 
 def _third_order_correction(d0: Tensor, d1: Tensor, d2: Tensor | None, h: float, h1: float,
@@ -214,15 +220,13 @@ def _third_order_correction(d0: Tensor, d1: Tensor, d2: Tensor | None, h: float,
     return first * phi_2 - second * phi_3
 
 
-def _dpmpp_3m_sde(x: Tensor, sigmas: Tensor, noise: CellNoise, eta: float,
+def _dpmpp_3m_sde(x: Tensor, sig: list[float], noise: CellNoise, eta: float,
                   s_noise: float) -> SamplerGenerator:
-    sig = sigmas.tolist()
     d_1: Tensor | None = None  # D at the previous step
     d_2: Tensor | None = None  # D two steps back
     h_1 = h_2 = 0.0
-    for i in range(len(sig) - 1):
-        s, s_next = sig[i], sig[i + 1]
-        denoised = yield x, sigmas[i]
+    for s, s_next in pairwise(sig):
+        denoised = yield x, s
         if s_next == 0:
             x = denoised
             continue

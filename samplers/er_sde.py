@@ -63,6 +63,10 @@ sigma^2 would be sigma^(1 + eta), from the ODE to the reverse-time SDE.
 phi_eta(sigma) / sigma = g^eta with g increasing, so every
 eta >= 0 is a valid member (eta > 1 adds more noise than the default). The
 stage integrals S_1, S_2 use phi_eta, and phi_eta(sigma_next) multiplies them.
+
+Flow models: the solver runs in VE-equivalent coordinates
+(`samplers.parametrisation.in_ve_coordinates`), i.e. in sigma / alpha, ComfyUI's
+"er_lambda", with x / alpha and the first sigma moved off 1, as ComfyUI's er_sde does.
 """
 
 from __future__ import annotations
@@ -104,7 +108,7 @@ def stage_integrals(sigma: float, sigma_next: float, eta: float = 1.0) -> tuple[
 
 
 @register(
-    "ER-SDE", kind="sde", calls_per_step=1, default_schedule="Karras",
+    "ER-SDE", kind="sde", calls_per_step=1, default_schedule="Karras", flow="ve-coordinates",
     description="Extended reverse-time SDE solver with a three-stage update, one call per step. Adds "
                 "noise along one fixed random path, so images stay similar as steps change.",
 )
@@ -122,7 +126,7 @@ def er_sde(x: Tensor, sigmas: Tensor, noise: CellNoise, *, eta: float = 1.0, s_n
 
 
 def _er_sde(x: Tensor, sig: list[float], noise: CellNoise, s_noise: float,
-            max_stage: int, eta: float = 1.0) -> SamplerGenerator:
+            max_stage: int, eta: float) -> SamplerGenerator:
     old_denoised: Tensor | None = None
     old_slope: Tensor | None = None  # the previous step's D' estimate
     for i, (s, s_next) in enumerate(pairwise(sig)):

@@ -27,7 +27,6 @@ from itertools import pairwise
 from torch import Tensor
 
 from samplers._math import real_option
-from samplers.noise import CellNoise
 from samplers.protocol import SamplerGenerator
 from samplers.registry import register
 
@@ -37,7 +36,7 @@ from samplers.registry import register
     description="Euler along an extrapolated denoising direction (2 x this step's minus the last "
                 "step's, Permenter & Yuan 2024): sharper than Euler at few steps, one call per step.",
 )
-def gradient_estimation(x: Tensor, sigmas: Tensor, noise: CellNoise, *,
+def gradient_estimation(x: Tensor, sigmas: Tensor, *,
                         ge_gamma: float = 2.0) -> SamplerGenerator:
     """Permenter & Yuan 2024, Algorithm 2: d_bar = gamma d_i + (1 - gamma) d_{i-1}; 1 call per step."""
     return _gradient_estimation(x, sigmas.tolist(), real_option("ge_gamma", ge_gamma), cfg_pp=False)
@@ -45,11 +44,11 @@ def gradient_estimation(x: Tensor, sigmas: Tensor, noise: CellNoise, *,
 
 @register(
     "Gradient Estimation CFG++", kind="deterministic", calls_per_step=1, default_schedule="Karras",
-    cfg_pp=True,
+    cfg_pp=True, flow="ve-coordinates",
     description="Gradient Estimation with CFG++ guidance: steps along the unconditional direction "
                 "from the guided estimate. Use cfg about 1-2; 2 model rows per call even at cfg 1.",
 )
-def gradient_estimation_cfg_pp(x: Tensor, sigmas: Tensor, noise: CellNoise, *,
+def gradient_estimation_cfg_pp(x: Tensor, sigmas: Tensor, *,
                                ge_gamma: float = 2.0) -> SamplerGenerator:
     """Gradient estimation with CFG++ (see the module docstring); receives (guided, uncond) pairs."""
     return _gradient_estimation(x, sigmas.tolist(), real_option("ge_gamma", ge_gamma), cfg_pp=True)

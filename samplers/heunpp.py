@@ -16,7 +16,8 @@ so the later slopes weigh less as sigma falls. The next-to-last step uses two sl
 (w_2 = sigma_{i+1} / (2 sigma_0)) and the last step is Euler. Because the weights are not
 Heun's 1/2, the method is first order (measured on the analytic Gaussian; its extra calls
 buy a smaller constant, not a higher order). Three calls per step, two on the next-to-last
-step, one on the last.
+step, one on the last. On flow models it integrates the same ODE unchanged (churn takes the
+flow form of `samplers._math.Churn`), as ComfyUI runs it there.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch import Tensor
 
 from samplers._math import Churn
 from samplers.noise import CellNoise
+from samplers.parametrisation import Parametrisation
 from samplers.protocol import SamplerGenerator
 from samplers.registry import register
 
@@ -36,17 +38,18 @@ from samplers.registry import register
     description="Heun++: Heun with a third slope one step further ahead, weighted by the noise "
                 "level (ComfyUI's heunpp2); three model calls per step.",
 )
-def heunpp2(x: Tensor, sigmas: Tensor, noise: CellNoise, *, s_churn: float = 0.0, s_tmin: float = 0.0,
+def heunpp2(x: Tensor, sigmas: Tensor, noise: CellNoise, param: Parametrisation, *, s_churn: float = 0.0, s_tmin: float = 0.0,
             s_tmax: float = math.inf, s_noise: float = 1.0) -> SamplerGenerator:
     """Heun++ 2 (module docstring); churn as in Karras et al. 2022 Algorithm 2."""
     churn = Churn.checked(s_churn, s_tmin, s_tmax, s_noise, steps=len(sigmas) - 1)
-    return _heunpp2(x, sigmas.tolist(), noise, churn)
+    return _heunpp2(x, sigmas.tolist(), noise, param, churn)
 
 
-def _heunpp2(x: Tensor, sig: list[float], noise: CellNoise, churn: Churn) -> SamplerGenerator:
+def _heunpp2(x: Tensor, sig: list[float], noise: CellNoise, param: Parametrisation,
+             churn: Churn) -> SamplerGenerator:
     end = sig[-1]
     for i in range(len(sig) - 1):
-        x, s_hat = churn.apply(x, sig[i], noise)
+        x, s_hat = churn.apply(x, sig[i], noise, param)
         denoised = yield x, s_hat
         d = (x - denoised) / s_hat
         dt = sig[i + 1] - s_hat

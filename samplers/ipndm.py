@@ -47,7 +47,6 @@ from itertools import pairwise
 from torch import Tensor
 
 from samplers._math import int_option
-from samplers.noise import CellNoise
 from samplers.protocol import SamplerGenerator
 from samplers.registry import register
 
@@ -77,7 +76,7 @@ def adams_bashforth_slope(slopes_newest_first: list[Tensor] | deque[Tensor]) -> 
     description="Improved PNDM: a multistep solver that reuses the last three model outputs, one "
                 "call per step; fourth order on evenly spaced steps, second order on Karras steps.",
 )
-def ipndm(x: Tensor, sigmas: Tensor, noise: CellNoise, *, max_order: int = 4) -> SamplerGenerator:
+def ipndm(x: Tensor, sigmas: Tensor, *, max_order: int = 4) -> SamplerGenerator:
     """iPNDM with Adams-Bashforth orders up to max_order (1..4); 1 call per step, no noise."""
     order = int_option("max_order", max_order, minimum=1, maximum=MAX_ORDER)
     return _ipndm(x, sigmas.tolist(), order)
@@ -121,7 +120,7 @@ def variable_weights(h: list[float]) -> list[float]:
     description="iPNDM with weights that follow the actual step sizes (ComfyUI's ipndm_v), one "
                 "call per step. max_order 3 is third order; ComfyUI's default 4 is not (see docs).",
 )
-def ipndm_v(x: Tensor, sigmas: Tensor, noise: CellNoise, *, max_order: int = 4) -> SamplerGenerator:
+def ipndm_v(x: Tensor, sigmas: Tensor, *, max_order: int = 4) -> SamplerGenerator:
     """Variable-step iPNDM (Zhou et al. 2024) with orders up to max_order (1..4); 1 call per step."""
     order = int_option("max_order", max_order, minimum=1, maximum=MAX_ORDER)
     return _ipndm_v(x, sigmas.tolist(), order)

@@ -15,19 +15,21 @@ x_next = x0 + sigma' z.
 The consistency function's boundary-condition scalings (c_skip, c_out in the
 papers) are part of the model (its denoiser wrapper), not of this sampler: the
 denoised estimate the sampler receives is already f(x, sigma).
+
+On flow models the re-noising is the flow forward process, x_next = (1 - sigma') x0 + sigma' z
+(`Parametrisation.noised`; ComfyUI's noise_scaling for its CONST models).
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from typing import Any
+from itertools import pairwise
 
 from torch import Tensor
 
 from samplers.noise import CellNoise
+from samplers.parametrisation import Parametrisation
+from samplers.protocol import SamplerGenerator
 from samplers.registry import register
-
-Steps = Generator[tuple[Tensor, Any], Tensor, Tensor]
 
 
 @register(
@@ -41,7 +43,7 @@ Steps = Generator[tuple[Tensor, Any], Tensor, Tensor]
         "models at 2-8 steps; ordinary models give blurry results."
     ),
 )
-def lcm(x: Tensor, sigmas: Tensor, noise: CellNoise) -> Steps:
+def lcm(x: Tensor, sigmas: Tensor, noise: CellNoise, param: Parametrisation) -> SamplerGenerator:
     """Multistep consistency sampling, Luo et al. 2023, Algorithm 1, in sigma form.
 
     Each step: D = f(x, sigma); x' = D + sigma' z with fresh z ~ N(0, I) from the
@@ -52,14 +54,14 @@ def lcm(x: Tensor, sigmas: Tensor, noise: CellNoise) -> Steps:
     log-sigma interpolation, which is Uniform's rule; the "DDIM" schedule would
     start at t = 751 for 4 steps, not from pure noise.
     """
-    return _lcm_steps(x, sigmas, noise)
+    return _lcm_steps(x, sigmas.tolist(), noise, param)
 
 
-def _lcm_steps(x: Tensor, sigmas: Tensor, noise: CellNoise) -> Steps:
-    for s, s_next in zip(sigmas[:-1], sigmas[1:], strict=True):
+def _lcm_steps(x: Tensor, sig: list[float], noise: CellNoise,
+               param: Parametrisation) -> SamplerGenerator:
+    for s, s_next in pairwise(sig):
         denoised = yield x, s
-        sigma_next = float(s_next)
         x = denoised
-        if sigma_next > 0:
-            x = denoised + noise.gaussian(denoised) * sigma_next
+        if s_next > 0:
+            x = param.noised(denoised, noise.gaussian(denoised), s_next)
     return x

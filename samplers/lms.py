@@ -14,6 +14,10 @@ with L_j the Lagrange basis polynomial of node sigma_{i-j}. The first steps use
 the slopes there are (order 1, 2, ...). k-diffusion computes c_j by numerical
 quadrature; here the integral of the polynomial is taken exactly, which gives
 the same numbers to rounding and costs a few float operations per step.
+
+On flow models LMS integrates the same ODE, with one difference taken from ComfyUI (whose
+code Forge runs for these models): the last step to sigma = 0 returns the denoised estimate
+(the first-order step there) instead of the polynomial step.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from itertools import pairwise
 from torch import Tensor
 
 from samplers._math import int_option
-from samplers.noise import CellNoise
+from samplers.parametrisation import Parametrisation
 from samplers.protocol import SamplerGenerator
 from samplers.registry import register
 
@@ -61,15 +65,19 @@ def lms_coefficients(nodes: Sequence[float], sigma_to: float) -> list[float]:
     description="Linear multistep: reuses the last four model outputs to take a higher-order step "
                 "for the price of one call. Can be unstable at very low step counts.",
 )
-def lms(x: Tensor, sigmas: Tensor, noise: CellNoise, *, order: int = 4) -> SamplerGenerator:
+def lms(x: Tensor, sigmas: Tensor, param: Parametrisation, *, order: int = 4) -> SamplerGenerator:
     """Linear multistep of the given order (1..4) on the sigma axis; 1 call per step."""
-    return _lms(x, sigmas.tolist(), int_option("order", order, minimum=1, maximum=MAX_ORDER))
+    order_v = int_option("order", order, minimum=1, maximum=MAX_ORDER)
+    return _lms(x, sigmas.tolist(), order_v, denoise_last=param.is_flow)
 
 
-def _lms(x: Tensor, sig: list[float], order: int) -> SamplerGenerator:
+def _lms(x: Tensor, sig: list[float], order: int, denoise_last: bool) -> SamplerGenerator:
     slopes: deque[Tensor] = deque(maxlen=order)  # newest first
     for i, (s, s_next) in enumerate(pairwise(sig)):
         denoised = yield x, s
+        if s_next == 0 and denoise_last:
+            x = denoised
+            continue
         slopes.appendleft((x - denoised) / s)
         nodes = sig[i + 1 - len(slopes): i + 1][::-1]
         for c, d in zip(lms_coefficients(nodes, s_next), slopes, strict=True):

@@ -9,19 +9,19 @@ In sigma form (x = data + sigma eps, eps = (x - D) / sigma) DDIM's transfer
 from sigma to sigma' with a noise estimate e is x' = x + (sigma' - sigma) e: the
 step is exact when eps stays constant, and PLMS improves it by replacing e with
 an extrapolation of the last four eps values.
+
+On flow models the DDIM transfer is the same update of x (it integrates the same ODE), so
+PLMS runs unchanged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from typing import Any
+from itertools import pairwise
 
 from torch import Tensor
 
-from samplers.noise import CellNoise
+from samplers.protocol import SamplerGenerator
 from samplers.registry import register
-
-Steps = Generator[tuple[Tensor, Any], Tensor, Tensor]
 
 # Adams-Bashforth weights, newest eps first (PNDM eq. 12 for order 4; the lower
 # orders are the warm-up steps CompVis's PLMS takes while history builds up).
@@ -52,7 +52,7 @@ def _combine(eps_newest_first: list[Tensor]) -> Tensor:
         "two-call first step; deterministic."
     ),
 )
-def plms(x: Tensor, sigmas: Tensor, noise: CellNoise) -> Steps:
+def plms(x: Tensor, sigmas: Tensor) -> SamplerGenerator:
     """PLMS, Liu et al. 2022: eq. 12's linear multistep eps with the DDIM transfer, eq. 9.
 
     Warm-up (as CompVis/A1111, where PNDM's paper uses three Runge-Kutta steps
@@ -71,18 +71,17 @@ def plms(x: Tensor, sigmas: Tensor, noise: CellNoise) -> Steps:
     does not exist) and returns D. The last step to 0 uses the blended eps too,
     as PNDM's transfer to abar = 1 does.
     """
-    return _plms_steps(x, sigmas)
+    return _plms_steps(x, sigmas.tolist())
 
 
-def _plms_steps(x: Tensor, sigmas: Tensor) -> Steps:
+def _plms_steps(x: Tensor, sig: list[float]) -> SamplerGenerator:
     history: list[Tensor] = []  # eps at the start of earlier steps, newest first
-    for s, s_next in zip(sigmas[:-1], sigmas[1:], strict=True):
-        denoised = yield x, s
-        sigma, sigma_next = float(s), float(s_next)
+    for sigma, sigma_next in pairwise(sig):
+        denoised = yield x, sigma
         eps = (x - denoised) / sigma
         if not history and sigma_next > 0:
             x_euler = x + eps * (sigma_next - sigma)
-            denoised_next = yield x_euler, s_next
+            denoised_next = yield x_euler, sigma_next
             eps_combined = (eps + (x_euler - denoised_next) / sigma_next) / 2
         else:
             eps_combined = _combine([eps, *history[:3]])

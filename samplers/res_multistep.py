@@ -67,14 +67,15 @@ def res_weights(h: float, h_prev: float) -> tuple[float, float]:
     description="Refined exponential solver, multistep form: a second-order step built from the "
                 "current and previous model outputs, one call per step.",
 )
-def res_multistep(x: Tensor, sigmas: Tensor, noise: CellNoise) -> SamplerGenerator:
+def res_multistep(x: Tensor, sigmas: Tensor) -> SamplerGenerator:
     """RES second-order multistep (first step and the step to 0 first order); 1 call per step."""
     # the ancestral form at eta 0 is this sampler, so the two agree bit for bit
-    return _res_ancestral(x, sigmas.tolist(), noise, 0.0, 0.0, cfg_pp=False)
+    return _res_ancestral(x, sigmas.tolist(), None, 0.0, 0.0, cfg_pp=False)
 
 
 @register(
     "res_multistep_ancestral", kind="ancestral", calls_per_step=1, default_schedule="Karras",
+    flow="ve-coordinates",
     description="res_multistep with fresh random noise after every step (ComfyUI's "
                 "res_multistep_ancestral): never settles on one image; one call per step.",
 )
@@ -87,18 +88,18 @@ def res_multistep_ancestral(x: Tensor, sigmas: Tensor, noise: CellNoise, *, eta:
 
 @register(
     "res_multistep_cfg_pp", kind="deterministic", calls_per_step=1, default_schedule="Karras",
-    cfg_pp=True,
+    cfg_pp=True, flow="ve-coordinates",
     description="res_multistep with CFG++ guidance (ComfyUI's res_multistep_cfg_pp). Use cfg about "
                 "1-2; 2 model rows per call even at cfg 1.",
 )
-def res_multistep_cfg_pp(x: Tensor, sigmas: Tensor, noise: CellNoise) -> SamplerGenerator:
+def res_multistep_cfg_pp(x: Tensor, sigmas: Tensor) -> SamplerGenerator:
     """RES multistep with CFG++ (module docstring); receives (guided, uncond) pairs."""
-    return _res_ancestral(x, sigmas.tolist(), noise, 0.0, 0.0, cfg_pp=True)
+    return _res_ancestral(x, sigmas.tolist(), None, 0.0, 0.0, cfg_pp=True)
 
 
 @register(
     "res_multistep_ancestral_cfg_pp", kind="ancestral", calls_per_step=1, default_schedule="Karras",
-    cfg_pp=True,
+    cfg_pp=True, flow="ve-coordinates",
     description="res_multistep_ancestral with CFG++ guidance. Use cfg about 1-2; 2 model rows per "
                 "call even at cfg 1.",
 )
@@ -109,7 +110,7 @@ def res_multistep_ancestral_cfg_pp(x: Tensor, sigmas: Tensor, noise: CellNoise, 
                           real_option("s_noise", s_noise), cfg_pp=True)
 
 
-def _res_ancestral(x: Tensor, sig: list[float], noise: CellNoise, eta: float, s_noise: float,
+def _res_ancestral(x: Tensor, sig: list[float], noise: CellNoise | None, eta: float, s_noise: float,
                    cfg_pp: bool) -> SamplerGenerator:
     old: Tensor | None = None  # the previous D (D_u for CFG++)
     h_prev = 0.0  # the previous step's length to its sigma_down, in lambda
@@ -124,7 +125,7 @@ def _res_ancestral(x: Tensor, sig: list[float], noise: CellNoise, eta: float, s_
             b1, b2 = res_weights(h, h_prev)
             shifted = x + (guided - uncond) if cfg_pp else x
             x = shifted * (down / s) + (uncond * b1 + old * b2) * h
-        if s_next > 0 and up > 0 and s_noise > 0:
+        if s_next > 0 and up > 0 and s_noise > 0 and noise is not None:
             x = x + noise.gaussian(x) * (s_noise * up)
         if down > 0:
             h_prev = math.log(s / down)

@@ -17,37 +17,42 @@ A1111's rule when no restart_list is given (the "Restart" users know):
     so the step count stays the one asked for; restart segments use Karras
     sigmas too. The interval ends are the main schedule's sigmas nearest 0.1
     and 2.
+
+On flow models the Heun steps are unchanged (the same ODE); a jump up re-noises to the higher
+level's signal and noise levels (`Parametrisation.renoise`: x_hi = (alpha_hi / alpha_lo) x +
+sqrt(sigma_hi^2 - (sigma_lo alpha_hi / alpha_lo)^2) z), and A1111's automatic interval
+[0.1, 2] is read as VE-equivalent noise levels sigma / alpha, i.e. flow sigmas [1/11, 2/3].
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Generator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from samplers._math import real_option
+from samplers.euler import heun_step
 from samplers.noise import CellNoise
+from samplers.parametrisation import Parametrisation, apply_step
+from samplers.protocol import SamplerGenerator
 from samplers.registry import SamplerOptionError, register
+from samplers.schedules import karras
 
-Steps = Generator[tuple[Tensor, Any], Tensor, Tensor]
 # {min_sigma: (points per restart segment, repetitions, max_sigma)}, A1111's format.
 RestartPlan = dict[float, tuple[int, int, float]]
 
 
-def karras(n: int, sigma_min: float, sigma_max: float, like: Tensor, rho: float = 7.0) -> Tensor:
-    """n Karras sigmas from sigma_max down to sigma_min (Karras et al. 2022, eq. 5), no final 0.
+def _segment(n: int, sigma_min: float, sigma_max: float, like: Tensor) -> Tensor:
+    """n Karras sigmas (rho 7) from sigma_max down to sigma_min in like's dtype, no final 0.
 
     The ends are pinned to the given values so a restart segment starts and ends
     exactly on the main schedule's sigmas (no spurious tiny noise from rounding).
     """
-    ramp = torch.linspace(0, 1, n, dtype=like.dtype, device=like.device)
-    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
-    out = (hi + ramp * (lo - hi)) ** rho
+    out = karras(n, sigma_min, sigma_max, dtype=like.dtype)
     out[0], out[-1] = sigma_max, sigma_min
-    return out
+    return out.to(like.device)
 
 
 def _number(key: Any) -> Any:
@@ -83,8 +88,11 @@ def _check_plan(restart_list: Any) -> RestartPlan:
     return plan
 
 
-def default_plan(sigmas: Tensor) -> tuple[Tensor, RestartPlan]:
-    """A1111's automatic choice: (main sigmas, plan) for a run of len(sigmas) - 1 steps."""
+def default_plan(sigmas: Tensor, param: Parametrisation) -> tuple[Tensor, RestartPlan]:
+    """A1111's automatic choice: (main sigmas, plan) for a run of len(sigmas) - 1 steps.
+
+    The restart interval [0.1, 2] is in VE-equivalent sigma (sigma / alpha; on VE sigma itself).
+    """
     steps = len(sigmas) - 1
     if steps < 20:
         return sigmas, {}
@@ -95,10 +103,10 @@ def default_plan(sigmas: Tensor) -> tuple[Tensor, RestartPlan]:
     # schedule that stops short of 0 keeps its own end instead.
     sigma_min = float(sigmas[-2] if ends_in_zero else sigmas[-1])
     n_positive = main if ends_in_zero else main + 1
-    new = karras(n_positive, sigma_min, float(sigmas[0]), sigmas)
+    new = _segment(n_positive, sigma_min, float(sigmas[0]), sigmas)
     if ends_in_zero:
         new = torch.cat([new, new.new_zeros(1)])
-    return new, {0.1: (seg_steps + 1, times, 2.0)}
+    return new, {param.from_ve_sigma(0.1): (seg_steps + 1, times, param.from_ve_sigma(2.0))}
 
 
 def step_list(sigmas: Tensor, plan: RestartPlan) -> list[tuple[float, float]]:
@@ -122,7 +130,7 @@ def step_list(sigmas: Tensor, plan: RestartPlan) -> list[tuple[float, float]]:
         points, times, hi = at_index[i + 1]
         top = nearest(hi)
         if top < i + 1:
-            seg = [float(s) for s in karras(points, values[i + 1], values[top], sigmas)]
+            seg = [float(s) for s in _segment(points, values[i + 1], values[top], sigmas)]
             pairs.extend(list(zip(seg[:-1], seg[1:], strict=True)) * times)
     return pairs
 
@@ -138,8 +146,8 @@ def step_list(sigmas: Tensor, plan: RestartPlan) -> list[tuple[float, float]]:
         "accumulated error. Under 20 steps it is plain Heun."
     ),
 )
-def restart(x: Tensor, sigmas: Tensor, noise: CellNoise, *, s_noise: float = 1.0,
-            restart_list: Mapping[float, Any] | None = None) -> Steps:
+def restart(x: Tensor, sigmas: Tensor, noise: CellNoise, param: Parametrisation, *,
+            s_noise: float = 1.0, restart_list: Mapping[float, Any] | None = None) -> SamplerGenerator:
     """Restart sampling, Xu et al. 2023, Algorithm 1, with A1111's automatic plan.
 
     restart_list (A1111's format) maps min_sigma to [points, times, max_sigma]:
@@ -153,30 +161,18 @@ def restart(x: Tensor, sigmas: Tensor, noise: CellNoise, *, s_noise: float = 1.0
     """
     s_noise_value = real_option("s_noise", s_noise)
     if restart_list is None:
-        sigmas, plan = default_plan(sigmas)
+        sigmas, plan = default_plan(sigmas, param)
     else:
         plan = _check_plan(restart_list)
-    return _restart_steps(x, step_list(sigmas, plan), noise, s_noise_value)
+    return _restart_steps(x, step_list(sigmas, plan), noise, param, s_noise_value)
 
 
 def _restart_steps(x: Tensor, pairs: list[tuple[float, float]], noise: CellNoise,
-                   s_noise: float) -> Steps:
+                   param: Parametrisation, s_noise: float) -> SamplerGenerator:
     last = pairs[0][0]
     for sigma, sigma_next in pairs:
         if sigma > last:
-            x = x + noise.gaussian(x) * (s_noise * math.sqrt(sigma**2 - last**2))
-        x = yield from _heun_step(x, sigma, sigma_next)
+            x = apply_step(x, param.renoise(last, sigma), noise.gaussian, s_noise)
+        x = yield from heun_step(x, sigma, sigma_next)
         last = sigma_next
     return x
-
-
-def _heun_step(x: Tensor, sigma: float, sigma_next: float) -> Steps:
-    """One Heun step (Karras et al. 2022, Algorithm 1); Euler when sigma_next is 0."""
-    denoised = yield x, sigma
-    d = (x - denoised) / sigma
-    x_euler = x + d * (sigma_next - sigma)
-    if sigma_next == 0:
-        return x_euler
-    denoised_next = yield x_euler, sigma_next
-    d_next = (x_euler - denoised_next) / sigma_next
-    return x + (d + d_next) / 2 * (sigma_next - sigma)

@@ -82,7 +82,7 @@ def _combine(x: Tensor, ratio: float, weights: list[float], ds: list[Tensor]) ->
 
 
 @register(
-    "SA-Solver", kind="sde", calls_per_step=1, default_schedule="Karras",
+    "SA-Solver", kind="sde", calls_per_step=1, default_schedule="Karras", flow="ve-coordinates",
     description="Stochastic Adams predictor-corrector (Xue et al. 2023): multistep, one call per "
                 "step, noise only in the middle of the schedule (ComfyUI's 20%-80% window).",
 )
@@ -95,7 +95,7 @@ def sa_solver(x: Tensor, sigmas: Tensor, noise: CellNoise, *, eta: float = 1.0, 
 
 
 @register(
-    "SA-Solver PECE", kind="sde", calls_per_step=2, default_schedule="Karras",
+    "SA-Solver PECE", kind="sde", calls_per_step=2, default_schedule="Karras", flow="ve-coordinates",
     description="SA-Solver that calls the model again on each corrected sample (predict, evaluate, "
                 "correct, evaluate): more accurate per step, two calls per step.",
 )

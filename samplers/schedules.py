@@ -218,11 +218,16 @@ def _lin(a: float, b: float, n: int) -> Tensor:
     return torch.linspace(a, b, n, dtype=torch.float64)
 
 
+def karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0,
+           dtype: torch.dtype = torch.float64) -> Tensor:
+    """n sigmas from sigma_max down to sigma_min, linear in sigma^(1/rho) (Karras et al. 2022,
+    eq. 5), no final 0, computed in `dtype` on the CPU."""
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return (hi + torch.linspace(0, 1, n, dtype=dtype) * (lo - hi)) ** rho
+
+
 def _karras(n: int, r: _Range) -> Tensor:
-    # Karras et al. 2022, eq. 5: interpolate sigma^(1/rho) linearly, rho = 7.
-    rho = 7.0 if r.rho is None else r.rho
-    lo, hi = r.smin ** (1 / rho), r.smax ** (1 / rho)
-    return (hi + _lin(0, 1, n) * (lo - hi)) ** rho
+    return karras(n, r.smin, r.smax, 7.0 if r.rho is None else r.rho)
 
 
 def _exponential(n: int, r: _Range) -> Tensor:

@@ -58,14 +58,14 @@ def phi_2_h(x: float) -> float:
 class _Noise:
     """One step's chained noise: sigma-scaled N(0, I) increments over consecutive segments."""
 
-    def __init__(self, noise: CellNoise, eta: float, s_noise: float, h: float) -> None:
+    def __init__(self, noise: CellNoise | None, eta: float, s_noise: float, h: float) -> None:
         self.noise, self.eta, self.s_noise, self.h = noise, eta, s_noise, h
         self.z: Tensor | None = None
         self.at = 0.0  # the position r in [0, 1] of the step reached so far
 
     def add(self, x: Tensor, sigma_from: float, sigma_to: float, r_to: float) -> Tensor:
         """x plus the noise accumulated from the step's start to position r_to (at sigma_to)."""
-        if self.eta == 0 or self.s_noise == 0:
+        if self.eta == 0 or self.s_noise == 0 or self.noise is None:
             return x
         if r_to == self.at and self.z is not None:  # an empty segment (r = 1) adds nothing new
             return x + self.z * (sigma_to * self.s_noise)
@@ -91,7 +91,7 @@ def _stage(x: Tensor, s: float, h: float, eta: float, r: float, terms: list[tupl
 
 
 @register(
-    "seeds_2", kind="sde", calls_per_step=2, default_schedule="Karras",
+    "seeds_2", kind="sde", calls_per_step=2, default_schedule="Karras", flow="ve-coordinates",
     description="SEEDS-2: a second-order stochastic exponential solver (two calls per step) with "
                 "noise on one fixed random path; eta 0 is DPM++ 2S without noise.",
 )
@@ -105,7 +105,7 @@ def seeds_2(x: Tensor, sigmas: Tensor, noise: CellNoise, *, eta: float = 1.0, s_
     return _seeds_2(x, sigmas.tolist(), noise, eta_v, s_noise_v, r_v, solver_type)
 
 
-def _seeds_2(x: Tensor, sig: list[float], noise: CellNoise, eta: float, s_noise: float, r: float,
+def _seeds_2(x: Tensor, sig: list[float], noise: CellNoise | None, eta: float, s_noise: float, r: float,
              solver_type: str) -> SamplerGenerator:
     for s, t in pairwise(sig):
         denoised = yield x, s
@@ -129,7 +129,7 @@ def _seeds_2(x: Tensor, sig: list[float], noise: CellNoise, eta: float, s_noise:
 
 
 @register(
-    "seeds_3", kind="sde", calls_per_step=3, default_schedule="Karras",
+    "seeds_3", kind="sde", calls_per_step=3, default_schedule="Karras", flow="ve-coordinates",
     description="SEEDS-3: a third-order stochastic exponential solver (three calls per step) with "
                 "noise on one fixed random path.",
 )
@@ -167,18 +167,18 @@ def _seeds_3(x: Tensor, sig: list[float], noise: CellNoise, eta: float, s_noise:
 
 @register(
     "exp_heun_2_x0", kind="deterministic", calls_per_step=2, default_schedule="Karras",
+    flow="ve-coordinates",
     description="Exponential Heun on the denoised estimate: a full exponential step, then a "
                 "second-order correction from the model at its end; two calls per step.",
 )
-def exp_heun_2_x0(x: Tensor, sigmas: Tensor, noise: CellNoise, *,
-                  solver_type: str = "phi_2") -> SamplerGenerator:
+def exp_heun_2_x0(x: Tensor, sigmas: Tensor, *, solver_type: str = "phi_2") -> SamplerGenerator:
     """SEEDS-2 with r = 1 and eta 0 (exponential Heun in data prediction); 2 calls per step."""
     _check(0.0, 0.0, solver_type)
-    return _seeds_2(x, sigmas.tolist(), noise, 0.0, 0.0, 1.0, solver_type)
+    return _seeds_2(x, sigmas.tolist(), None, 0.0, 0.0, 1.0, solver_type)
 
 
 @register(
-    "exp_heun_2_x0_sde", kind="sde", calls_per_step=2, default_schedule="Karras",
+    "exp_heun_2_x0_sde", kind="sde", calls_per_step=2, default_schedule="Karras", flow="ve-coordinates",
     description="Exponential Heun with SDE noise on one fixed random path (eta 1); eta 0 is "
                 "exp_heun_2_x0. Two calls per step.",
 )

@@ -53,7 +53,6 @@ import torch
 from torch import Tensor
 
 from samplers._math import int_option
-from samplers.noise import CellNoise
 from samplers.registry import SamplerOptionError, register
 
 VARIANTS = ("bh1", "bh2")
@@ -130,7 +129,7 @@ def unipc_step(x: Tensor, lams: list[float], models: list[Tensor], lam_t: float,
     description="Unified predictor-corrector multistep solver (up to 3rd order): every model "
                 "call also corrects the step before it at no extra cost. Strong at 10-20 steps.",
 )
-def unipc(x: Tensor, sigmas: Tensor, noise: CellNoise, *, variant: str = "bh1", order: int = 3,
+def unipc(x: Tensor, sigmas: Tensor, *, variant: str = "bh1", order: int = 3,
           lower_order_final: bool = True, use_corrector: bool = True,
           ) -> Generator[tuple[Tensor, float], Tensor, Tensor]:
     """UniPC multistep (data prediction) along `sigmas`, one model call per step."""

@@ -1,7 +1,7 @@
 """Euler, Euler a and Heun against the analytic Gaussian and Mixture models.
 
 Also home of the small helpers the other classic-sampler tests share
-(`fitted_order`, `rms`, `run`, `Recorder`, `SpyNoise`).
+(`fitted_order`, `rms`, `run`, `Recorder`, `CountingNoise`).
 """
 
 from __future__ import annotations
@@ -15,15 +15,14 @@ import torch
 
 import samplers
 from samplers._math import ancestral_step
-from samplers.noise import CellNoise, sigma_range
+from samplers.noise import sigma_range
 from samplers.protocol import drive
 from samplers.registry import SamplerOptionError
-from tests.analytic import Gaussian, Mixture, karras_sigmas, rms, start
+from tests.analytic import CountingNoise, Gaussian, Mixture, karras_sigmas, rms, start
 
 GAUSS = Gaussian()  # mu 0.5, s 0.8: the data scale below is GAUSS.s
 SIGMA_MAX = 14.6
 ORDER_STEPS = (8, 16, 32, 64)
-
 
 
 def fitted_order(name: str, steps=ORDER_STEPS, sigma_end: float = 0.05, **options) -> float:
@@ -86,21 +85,11 @@ class Recorder:
         return GAUSS.denoiser(x, sigma)
 
 
-class SpyNoise(CellNoise):
-    """A CellNoise that counts its Gaussian draws."""
-
-    draws = 0
-
-    def gaussian(self, like: torch.Tensor) -> torch.Tensor:
-        self.draws += 1
-        return super().gaussian(like)
-
-
 def run(name: str, sigmas: torch.Tensor, *, seed: int = 0, denoiser=GAUSS.denoiser,
         x: torch.Tensor | None = None, **options) -> tuple[torch.Tensor, int, int]:
     """Drive one sampler with a spying noise source: (result, denoiser calls, Gaussian draws)."""
     x = start((64, 2), float(sigmas[0]), seed=1) if x is None else x
-    noise = SpyNoise(seed, *sigma_range(sigmas))
+    noise = CountingNoise(seed, *sigma_range(sigmas))
     gen = samplers.start_generator(name, x, sigmas, noise, **options)
     result, calls = drive(gen, denoiser, sigmas)
     return result, calls, noise.draws
@@ -151,16 +140,6 @@ def test_converges_on_the_mixture(name, ratio):
     assert fine < ratio * coarse
 
 
-def test_float32_runs_match_float64():
-    sig64 = karras_sigmas(20)
-    x64 = start((64, 2), SIGMA_MAX, seed=2)
-    for name in ("Euler", "Euler a", "Heun"):
-        a = samplers.sample(name, GAUSS.denoiser, x64, sig64, seed=3)
-        b = samplers.sample(name, GAUSS.denoiser, x64.float(), sig64.float(), seed=3)
-        assert b.dtype == torch.float32
-        assert rms(a, b.double()) < 1e-4
-
-
 # --- Heun's calls ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("steps", [1, 5, 20])
@@ -180,14 +159,6 @@ def test_heun_calls_2n_when_not_ending_at_zero():
 
 
 # --- churn -----------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("name", ["Euler", "Heun"])
-def test_no_churn_draws_no_noise(name):
-    sig = karras_sigmas(10)
-    a, _, draws = run(name, sig, seed=1)
-    b, _, _ = run(name, sig, seed=2)
-    assert draws == 0
-    assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("name", ["Euler", "Heun"])
@@ -231,35 +202,9 @@ def test_ancestral_step_split():
     assert ancestral_step(2.0, 1.0, 10.0) == (0.0, 1.0)  # sigma_up is capped at sigma_next
 
 
-def test_euler_a_with_eta_0_is_euler():
-    sig = karras_sigmas(20)
-    a, _, draws = run("Euler a", sig, eta=0.0)
-    b, _, _ = run("Euler", sig)
-    assert draws == 0
-    assert torch.equal(a, b)
-
-
 def test_euler_a_draws_once_per_step_but_not_on_the_last():
     _, calls, draws = run("Euler a", karras_sigmas(12))
     assert (calls, draws) == (12, 11)
-
-
-def test_euler_a_same_seed_same_result_other_seed_other_result():
-    sig = karras_sigmas(15)
-    a = samplers.sample("Euler a", GAUSS.denoiser, start((64, 2), SIGMA_MAX), sig, seed=7)
-    b = samplers.sample("Euler a", GAUSS.denoiser, start((64, 2), SIGMA_MAX), sig, seed=7)
-    c = samplers.sample("Euler a", GAUSS.denoiser, start((64, 2), SIGMA_MAX), sig, seed=8)
-    assert torch.equal(a, b)
-    assert rms(a, c) > 0.1 * GAUSS.s
-
-
-def test_euler_a_does_not_converge_per_seed():
-    x0 = start((256, 2), SIGMA_MAX, seed=1)
-    out = {n: samplers.sample("Euler a", GAUSS.denoiser, x0, karras_sigmas(n), seed=3)
-           for n in (50, 100, 200)}
-    # measured 0.85 and 0.87 (data std 0.8): fresh noise each step, no limit per seed
-    assert rms(out[50], out[100]) > 0.1 * GAUSS.s
-    assert rms(out[100], out[200]) > 0.1 * GAUSS.s
 
 
 def assert_gaussian_marginal(name: str, steps: int) -> None:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import samplers
+from samplers import VE
 from samplers.noise import CellNoise, sigma_range
 from samplers.protocol import drive, sigma_batch
 from samplers.registry import SamplerOptionError
@@ -72,7 +73,7 @@ def test_an_empty_restart_list_is_heun_at_any_step_count():
 @pytest.mark.parametrize(("steps", "seg_steps", "times"), [(20, 9, 1), (35, 9, 1), (36, 9, 2), (50, 12, 2)])
 def test_a1111_plan_keeps_the_step_count(steps, seg_steps, times):
     sig = karras_sigmas(steps, sigma_min=0.0292, sigma_max=14.6)
-    main, plan = default_plan(sig)
+    main, plan = default_plan(sig, VE)
     assert plan == {0.1: (seg_steps + 1, times, 2.0)}
     # Its own Karras schedule from the given ends, shortened by the restart steps.
     own = karras_sigmas(steps - seg_steps * times, 0.0292, 14.6)
@@ -134,7 +135,7 @@ def test_bad_options_are_refused(options):
 
 def test_a_schedule_stopping_above_zero_keeps_its_end_and_step_count():
     sig = karras_sigmas(21, sigma_min=0.05)[:-1]  # 20 steps ending at 0.05
-    main, plan = default_plan(sig)
+    main, plan = default_plan(sig, VE)
     assert float(main[0]) == float(sig[0]) and float(main[-1]) == float(sig[-1])
     assert len(step_list(main, plan)) == 20
 
