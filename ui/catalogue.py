@@ -99,6 +99,10 @@ PRESETS = (
            ("Euler", "Euler a", "DPM++ 2M", "DPM++ 2M SDE", "DPM++ SDE", "UniPC"), "10, 20, 30", "Normal",
            "ComfyUI's KSampler on its default workflow's scheduler (normal): euler, euler_ancestral, "
            "dpmpp_2m, dpmpp_2m_sde, dpmpp_sde, uni_pc, under their A1111 names."),
+    Preset("Flux favourites",
+           ("Euler", "DPM++ 2M", "DEIS", "iPNDM", "res_multistep", "UniPC"), "8, 16, 28", "beta",
+           "What ComfyUI users settle on for Flux and SD3: euler, dpmpp_2m, deis, ipndm, res_multistep "
+           "and uni_pc on ComfyUI's beta scheduler, 20-30 steps. Pick a flow model; CFG 1 for Flux dev."),
 )
 PRESET_BY_NAME = {p.name: p for p in PRESETS}
 

@@ -100,6 +100,9 @@ def _controls(config: AppConfig, d: Settings, groups: dict[str, list[str]]) -> d
     with gr.Group():
         c["preset"] = gr.Dropdown([p.name for p in PRESETS], value=None, label="Preset comparison",
                                   info="fills in samplers, steps and schedule")
+        c["from_png"] = gr.File(label="Start from an image: drop an A1111 or ComfyUI PNG to fill in its "
+                                      "settings for a grid around it", file_types=[".png", ".jpg", ".jpeg", ".webp"],
+                                type="filepath", height=90, elem_id="sg-from-png")
         with gr.Row(elem_classes="sg-samplers"):
             for group in GROUPS[:-1]:
                 c[f"group:{group}"] = _sampler_group(group, groups, d)
@@ -183,6 +186,9 @@ def _results() -> dict[str, Any]:
             r["files"] = gr.File(label="Grid, cells, manifest, metrics", file_count="multiple",
                                  interactive=False, elem_id="sg-files")
             r["snippet"] = gr.Code(label="diffusers code for the selected cell", language="python")
+            r["workflow"] = gr.Code(label="ComfyUI workflow (API format) for the selected cell: copy it, "
+                                    "or load the file in ComfyUI", language="json")
+            r["workflow_file"] = gr.File(label="ComfyUI workflow file", interactive=False)
         with gr.Tab("Share"):
             r["query"] = gr.Textbox(visible=False)
             r["copy"] = gr.Button("Copy link", elem_id="sg-copy")
@@ -239,7 +245,10 @@ def _wire(demo: gr.Blocks, config: AppConfig, models: ModelHolder, groups: dict[
                       [*(c[f"group:{g}"] for g in GROUPS), c["steps"], c["schedule"]], queue=False,
                       api_visibility="private")
     c["quick_steps"].input(lambda v: v, c["quick_steps"], c["steps"], queue=False, api_visibility="private")
-    r["gallery"].select(_select_cell, r["run"], [r["cell_image"], r["cell_info"], r["snippet"]],
+    c["from_png"].upload(lambda path, *v: h.settings_from_png(path, list(v), groups), [c["from_png"], *controls],
+                         controls, api_visibility="private")
+    r["gallery"].select(_select_cell, r["run"], [r["cell_image"], r["cell_info"], r["snippet"],
+                                                  r["workflow"], r["workflow_file"]],
                         api_visibility="private")
     # The axis title and the data as two updates: Gradio's LinePlot given both in one update
     # draws the previous data under the new title (one toggle behind).
@@ -284,7 +293,7 @@ def _restore(groups: dict[str, list[str]]):
     return restore
 
 
-def _select_cell(run_id: str, evt: gr.SelectData) -> tuple[Any, str, str]:
+def _select_cell(run_id: str, evt: gr.SelectData) -> tuple[Any, str, str, str, str | None]:
     outputs = h.run_of(run_id)
     return outputs.cell_view(evt.index)
 

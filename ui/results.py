@@ -10,6 +10,8 @@ denoising trajectory at a given fraction.
 
 from __future__ import annotations
 
+import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,14 +62,27 @@ class RunOutputs:
                 items.append((str(self.folder / record["file"]), caption))
         return items
 
-    def cell_view(self, gallery_index: int) -> tuple[str | None, str, str]:
-        """(image path, A1111 parameters, diffusers snippet) of the gallery's n-th cell."""
+    def cell_view(self, gallery_index: int) -> tuple[str | None, str, str, str, str | None]:
+        """(image path, A1111 parameters, diffusers snippet, ComfyUI workflow JSON, that workflow
+        as a file to download or None) of the gallery's n-th cell."""
         with_files = [self._record(i) for i in range(len(self.cells)) if self._record(i).get("file")]
         if not 0 <= gallery_index < len(with_files):
-            return None, "", ""
+            return None, "", "", "", None
         record = with_files[gallery_index]
         snippet = record.get("diffusers_snippet") or "# diffusers has no equivalent of this sampler"
-        return str(self.folder / record["file"]), record["parameters"], snippet
+        workflow = record.get("comfyui_workflow")
+        text, path = "", None
+        if workflow is not None:
+            text = json.dumps(workflow, indent=2, ensure_ascii=False)
+            # outside the run folder, whose files the manifest lists; Gradio serves the temp dir
+            where = Path(tempfile.gettempdir()) / "sampler-grid-comfyui" / self.folder.name
+            where.mkdir(parents=True, exist_ok=True)
+            path = where / f"{Path(record['file']).stem}.comfyui.json"
+            path.write_text(text, encoding="utf-8")
+        else:
+            text = "// ComfyUI has no equivalent of this cell (see docs/SAMPLERS.md, ComfyUI names)"
+        return (str(self.folder / record["file"]), record["parameters"], snippet, text,
+                None if path is None else str(path))
 
     def chart(self, by: str = "steps") -> Any:
         """Tidy rows for the convergence chart (a DataFrame): series, x (steps or model calls),
