@@ -48,16 +48,18 @@ class CellSpec:
         return replace(self, width=self.width or default_size[0], height=self.height or default_size[1])
 
     def denoiser_calls(self) -> int:
-        """Denoiser calls the sampler makes: steps x calls per step, less one for a two-call
-        sampler, whose last step (to sigma 0) is a plain Euler step of one call (Heun, DPM2,
-        DPM++ SDE, ...). Exact for every sampler that takes its step count as given; DPM
-        adaptive chooses its own steps (an estimate), PLMS makes one more, Restart adds some at
-        >= 20 steps (the engine settles the count when a cell finishes)."""
+        """Denoiser calls the sampler makes: steps x calls per step, except that a multi-call
+        sampler's last step (to sigma 0) is one call (Heun, DPM2, DPM++ SDE, SEEDS-3, SA-Solver
+        PECE, ...). Exact for every sampler that takes its step count as given; DPM adaptive
+        chooses its own steps (an estimate), PLMS makes one more, heunpp2 one fewer (its
+        next-to-last step takes two), Restart adds some at >= 20 steps (the engine settles the
+        count when a cell finishes)."""
         info = samplers.info(self.sampler)
         if not info.uses_steps:
             return ADAPTIVE_CALLS_ESTIMATE
-        calls = self.steps * info.calls_per_step
-        return calls - 1 if info.calls_per_step == 2 and self.steps > 0 else calls
+        if info.calls_per_step >= 2 and self.steps > 0:
+            return (self.steps - 1) * info.calls_per_step + 1
+        return self.steps * info.calls_per_step
 
     def model_calls(self) -> int:
         """Model rows evaluated: denoiser calls, twice when CFG > 1 (the engine then runs

@@ -25,7 +25,6 @@ named by its file name; ComfyUI finds it in its models/checkpoints folder.
 from __future__ import annotations
 
 import json
-
 from typing import Any
 
 import torch
@@ -113,7 +112,8 @@ def comfyui_workflow(cell: CellSpec, family: str | None = None) -> dict[str, Any
         NEGATIVE: {"class_type": "CLIPTextEncode",
                    "inputs": {"text": cell.negative_prompt, "clip": [CKPT, 1]}},
         DECODE: {"class_type": "VAEDecode", "inputs": {"samples": [SAMPLER, 0], "vae": [CKPT, 2]}},
-        SAVE: {"class_type": "SaveImage", "inputs": {"filename_prefix": "sampler-grid", "images": [DECODE, 0]}},
+        SAVE: {"class_type": "SaveImage",
+               "inputs": {"filename_prefix": "sampler-grid", "images": [DECODE, 0]}},
     }
 
 
@@ -157,8 +157,8 @@ def _text_of(nodes: dict[str, Any], ref: Any, what: str, depth: int = 0) -> str:
     inputs = node.get("inputs") if isinstance(node.get("inputs"), dict) else {}
     if isinstance(inputs.get("text"), str):
         return inputs["text"]
-    link = next((v for k, v in inputs.items() if k in ("conditioning", "conditioning_1") and isinstance(v, list)),
-                None)
+    link = next((v for k, v in inputs.items()
+                 if k in ("conditioning", "conditioning_1") and isinstance(v, list)), None)
     if link is None or depth > 8:
         raise ComfyUIError(f"cannot find the {what} prompt text: the KSampler's {what} input comes from "
                            f"a {node.get('class_type')!r} node")

@@ -40,8 +40,8 @@ from typing import Any
 from grids import exports, infotext, journal
 from grids.animation import animate, axis_frames
 from grids.cells import Cell, CellSpec
-from grids.layout import GridLabels, LayoutOptions, draw_grid
 from grids.comfyui import comfyui_workflow
+from grids.layout import GridLabels, LayoutOptions, draw_grid
 from grids.snippet import diffusers_snippet
 from grids.spec import GridSpec, expand
 from grids.stored import CellImages, StoredResults

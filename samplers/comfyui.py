@@ -32,7 +32,7 @@ from torch import Tensor
 from samplers import lms as _lms_module
 from samplers.parametrisation import Parametrisation
 from samplers.protocol import SamplerGenerator
-from samplers.registry import SamplerInfo, add_info, register, registered
+from samplers.registry import add_info, register, registered
 
 # ComfyUI's SAMPLER_NAMES in its order, each with the registered sampler it runs here.
 COMFYUI_SAMPLERS: dict[str, str] = {

@@ -38,7 +38,8 @@ from samplers.registry import register
     description="Heun++: Heun with a third slope one step further ahead, weighted by the noise "
                 "level (ComfyUI's heunpp2); three model calls per step.",
 )
-def heunpp2(x: Tensor, sigmas: Tensor, noise: CellNoise, param: Parametrisation, *, s_churn: float = 0.0, s_tmin: float = 0.0,
+def heunpp2(x: Tensor, sigmas: Tensor, noise: CellNoise, param: Parametrisation, *,
+            s_churn: float = 0.0, s_tmin: float = 0.0,
             s_tmax: float = math.inf, s_noise: float = 1.0) -> SamplerGenerator:
     """Heun++ 2 (module docstring); churn as in Karras et al. 2022 Algorithm 2."""
     churn = Churn.checked(s_churn, s_tmin, s_tmax, s_noise, steps=len(sigmas) - 1)

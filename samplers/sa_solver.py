@@ -35,9 +35,8 @@ cell's Brownian path, where ComfyUI draws fresh Gaussian noise.
 from __future__ import annotations
 
 import math
-from functools import cache
-
 from collections.abc import Callable
+from functools import cache
 
 from torch import Tensor
 
@@ -124,7 +123,8 @@ def _start(x: Tensor, sigmas: Tensor, noise: CellNoise, eta: object, s_noise: ob
     return _sa_solver(x, sigmas.tolist(), noise, tau, s_noise_v, p_v, c_v, pece)
 
 
-def _sa_solver(x: Tensor, sig: list[float], noise: CellNoise, tau: Callable[[float], float], s_noise: float, p_order: int,
+def _sa_solver(x: Tensor, sig: list[float], noise: CellNoise, tau: Callable[[float], float],
+               s_noise: float, p_order: int,
                c_order: int, pece: bool) -> SamplerGenerator:
     n = len(sig) - 1
     lams = [-math.log(s) if s > 0 else math.inf for s in sig]

@@ -41,7 +41,8 @@ def test_a_cell_is_comfyuis_default_workflow():
     ks = w["3"]["inputs"]
     assert (ks["seed"], ks["steps"], ks["cfg"], ks["sampler_name"], ks["scheduler"], ks["denoise"]) == \
         (1234, 20, 6.5, "dpmpp_2m", "karras", 1.0)
-    assert (ks["model"], ks["positive"], ks["negative"], ks["latent_image"]) == (["4", 0], ["6", 0], ["7", 0], ["5", 0])
+    links = (ks["model"], ks["positive"], ks["negative"], ks["latent_image"])
+    assert links == (["4", 0], ["6", 0], ["7", 0], ["5", 0])
     assert w["4"]["inputs"]["ckpt_name"] == "v1-5-pruned-emaonly.safetensors"
     assert (w["6"]["inputs"]["text"], w["7"]["inputs"]["text"]) == ("a red fox, snow", "blurry")
     assert (w["5"]["inputs"]["width"], w["5"]["inputs"]["height"]) == (512, 768)
@@ -101,7 +102,8 @@ def test_comfyui_png_prompt_chunk_gives_the_cell_back():
     data = png(prompt=json.dumps(comfyui_workflow(CELL)))
     kind, found = settings_from_image(data)
     assert kind == "comfyui"
-    assert found == {"prompt": CELL.prompt, "negative_prompt": "blurry", "seed": 1234, "steps": 20, "cfg": 6.5,
+    assert found == {"prompt": CELL.prompt, "negative_prompt": "blurry", "seed": 1234, "steps": 20,
+                     "cfg": 6.5,
                      "sampler": "DPM++ 2M", "schedule": "Karras", "width": 512, "height": 768,
                      "model": "v1-5-pruned-emaonly"}
 
@@ -116,8 +118,8 @@ def ui_graph() -> dict:
         {"id": 7, "type": "CLIPTextEncode", "widgets_values": ["text, watermark"],
          "inputs": [{"name": "clip", "link": 5}]},
         {"id": 5, "type": "EmptyLatentImage", "widgets_values": [1024, 1024, 1]},
-        {"id": 3, "type": "KSampler", "widgets_values": [156680208700286, "randomize", 25, 8, "euler_ancestral",
-                                                         "beta", 1],
+        {"id": 3, "type": "KSampler",
+         "widgets_values": [156680208700286, "randomize", 25, 8, "euler_ancestral", "beta", 1],
          "inputs": [{"name": "model", "link": 1}, {"name": "positive", "link": 4},
                     {"name": "negative", "link": 6}, {"name": "latent_image", "link": 2}]},
     ], "links": [[1, 4, 0, 3, 0, "MODEL"], [2, 5, 0, 3, 3, "LATENT"], [3, 4, 1, 6, 0, "CLIP"],
@@ -128,7 +130,8 @@ def test_comfyui_png_with_only_the_editor_graph():
     kind, found = settings_from_image(png(workflow=json.dumps(ui_graph())))
     assert kind == "comfyui"
     assert found == {"prompt": "a lighthouse at dusk", "negative_prompt": "text, watermark",
-                     "seed": 156680208700286, "steps": 25, "cfg": 8.0, "sampler": "Euler a", "schedule": "beta",
+                     "seed": 156680208700286, "steps": 25, "cfg": 8.0, "sampler": "Euler a",
+                     "schedule": "beta",
                      "width": 1024, "height": 1024, "model": "sd_xl_base_1.0"}
 
 
@@ -206,8 +209,8 @@ def test_app_drop_fills_in_the_controls():
         f.write(png(workflow=json.dumps(ui_graph())))
     back = handlers.settings_from_png(f.name, values, groups)
     s = handlers.settings_from(back)
-    assert (s.prompt, s.seed, s.width, s.cfg, s.schedule) == ("a lighthouse at dusk", 156680208700286, 1024, 8.0,
-                                                             "beta")
+    assert (s.prompt, s.seed, s.width, s.cfg, s.schedule) == \
+        ("a lighthouse at dusk", 156680208700286, 1024, 8.0, "beta")
     assert s.samplers == ("Euler", "Euler a")  # the image's sampler beside the one already checked
     assert s.steps == "12, 25, 50"
 

@@ -19,7 +19,8 @@ GAUSS = Gaussian()
 SIGMA_MAX, SIGMA_END = 14.6, 0.05
 # (name, kind, calls per step, CFG++)
 NEW = [
-    ("Gradient Estimation", "deterministic", 1, False), ("Gradient Estimation CFG++", "deterministic", 1, True),
+    ("Gradient Estimation", "deterministic", 1, False),
+    ("Gradient Estimation CFG++", "deterministic", 1, True),
     ("Euler CFG++", "deterministic", 1, True), ("Euler a CFG++", "ancestral", 1, True),
     ("DPM++ 2S a CFG++", "ancestral", 2, True), ("DPM++ 2M CFG++", "deterministic", 1, True),
     ("res_multistep_cfg_pp", "deterministic", 1, True), ("res_multistep_ancestral", "ancestral", 1, False),
@@ -252,3 +253,17 @@ def test_sa_solver_noise_window_is_comfyuis_default():
     quiet = samplers.sample("SA-Solver", GAUSS.denoiser, x0, sig, s_noise=0.0)
     ode = samplers.sample("SA-Solver", GAUSS.denoiser, x0, sig, eta=0.0)
     assert rms(quiet, ode) > 1e-3
+
+
+@pytest.mark.parametrize("name,steps,calls", [
+    ("seeds_3", 10, 28), ("SA-Solver PECE", 10, 19), ("DPM++ 2S a CFG++", 10, 19), ("seeds_2", 10, 19),
+    ("Gradient Estimation", 10, 10),
+])
+def test_the_grid_estimates_the_calls_exactly(name, steps, calls):
+    from grids.cells import CellSpec
+
+    spec = CellSpec(model="m", prompt="p", negative_prompt="", width=64, height=64, seed=1, sampler=name,
+                    sampler_options=(), schedule="Karras", steps=steps, cfg=1.0)
+    assert spec.denoiser_calls() == calls
+    # CFG++ runs the unconditional half at cfg 1 too: 2 rows per call
+    assert spec.model_calls() == calls * (2 if samplers.info(name).cfg_pp else 1)

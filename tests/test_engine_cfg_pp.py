@@ -46,5 +46,6 @@ def test_cfg_pp_sampler_at_cfg_0_is_refused_clearly():
     from grids.spec import Axis, GridSpec, expand
 
     spec = GridSpec(prompt="a cat", seed=1, cfg=0.0, steps=4, x=Axis("sampler", "Euler, Euler CFG++"))
-    with pytest.raises(SpecError, match=r"Euler CFG\+\+ is a CFG\+\+ sampler: at cfg 0 .* use cfg about 1 to 2"):
+    match = r"Euler CFG\+\+ is a CFG\+\+ sampler: at cfg 0 .* use cfg about 1 to 2"
+    with pytest.raises(SpecError, match=match):
         expand(spec)

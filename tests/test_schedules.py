@@ -127,7 +127,8 @@ def test_linear_quadratic_mochi_definition(steps):
         qs = steps - ls
         diff = ls - 0.025 * steps
         qc, lc = diff / (ls * qs**2), 0.025 / ls - 2 * diff / qs**2
-        t = np.array([i * 0.025 / ls for i in range(ls)] + [qc * i * i + lc * i + qc * ls**2 for i in range(ls, steps)])
+        lin = [i * 0.025 / ls for i in range(ls)]
+        t = np.array(lin + [qc * i * i + lc * i + qc * ls**2 for i in range(ls, steps)])
     _check("linear_quadratic", steps, _zero(SMAX * (1 - t)))
 
 

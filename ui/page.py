@@ -101,8 +101,9 @@ def _controls(config: AppConfig, d: Settings, groups: dict[str, list[str]]) -> d
         c["preset"] = gr.Dropdown([p.name for p in PRESETS], value=None, label="Preset comparison",
                                   info="fills in samplers, steps and schedule")
         c["from_png"] = gr.File(label="Start from an image: drop an A1111 or ComfyUI PNG to fill in its "
-                                      "settings for a grid around it", file_types=[".png", ".jpg", ".jpeg", ".webp"],
-                                type="filepath", height=90, elem_id="sg-from-png")
+                                      "settings for a grid around it",
+                                file_types=[".png", ".jpg", ".jpeg", ".webp"], type="filepath", height=90,
+                                elem_id="sg-from-png")
         with gr.Row(elem_classes="sg-samplers"):
             for group in GROUPS[:-1]:
                 c[f"group:{group}"] = _sampler_group(group, groups, d)
@@ -245,8 +246,8 @@ def _wire(demo: gr.Blocks, config: AppConfig, models: ModelHolder, groups: dict[
                       [*(c[f"group:{g}"] for g in GROUPS), c["steps"], c["schedule"]], queue=False,
                       api_visibility="private")
     c["quick_steps"].input(lambda v: v, c["quick_steps"], c["steps"], queue=False, api_visibility="private")
-    c["from_png"].upload(lambda path, *v: h.settings_from_png(path, list(v), groups), [c["from_png"], *controls],
-                         controls, api_visibility="private")
+    c["from_png"].upload(lambda path, *v: h.settings_from_png(path, list(v), groups),
+                         [c["from_png"], *controls], controls, api_visibility="private")
     r["gallery"].select(_select_cell, r["run"], [r["cell_image"], r["cell_info"], r["snippet"],
                                                   r["workflow"], r["workflow_file"]],
                         api_visibility="private")
