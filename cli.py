@@ -49,7 +49,7 @@ from sweeps.shards import DEFAULT_CHUNK
 # axis is left out when its setting is given as a flag (--sampler Euler means one sampler).
 DEFAULT_AXES = {"x": ("sampler", "DPM++ 2M, Euler a, Euler, DPM++ 2M SDE"), "y": ("steps", "10, 20, 30")}
 _FIELD_FLAGS = ("model", "prompt", "negative_prompt", "width", "height", "seed", "cfg", "sampler",
-                "schedule", "steps", "eta", "eta_ddim", "s_noise",
+                "schedule", "steps", "eta", "eta_ddim", "s_noise", "shift", "guidance",
                 "vary_seeds")
 EXAMPLES = """examples:
   python cli.py grid --out out/first --prompt "a lighthouse at dusk"
@@ -92,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
             ("steps", int, None),
             ("eta", float, "ancestral and SDE samplers' eta (default: theirs, 1)"),
             ("eta-ddim", float, "DDIM's eta (default 0: deterministic; A1111's \"Eta DDIM\")"),
-            ("s-noise", float, None)):
+            ("s-noise", float, None),
+            ("shift", float, "flow models (SD3, Flux): timestep shift (default: the model's own)"),
+            ("guidance", float, "Flux dev: distilled guidance (default 3.5)")):
         g.add_argument(f"--{name}", type=kind, default=None, help=text)
     g.add_argument("--vary-seeds", action="store_true", default=None, help="a different seed per cell")
     g.add_argument("--from-png", type=Path, default=None, metavar="FILE",

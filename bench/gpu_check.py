@@ -3,7 +3,8 @@
     python bench/gpu_check.py --out docs/gpu/<date>            # one large CUDA GPU
     .venv/bin/python bench/gpu_check.py --smoke --out out/gpu  # the same code on the CPU, tiny models
 
-Five sections, each with items run in this order, each item under its own time budget:
+Five sections of items, run as grid, memory, throughput for SD 1.5, the same for SDXL, then
+precision, then flow; each item under its own time budget:
 
     grid        SD 1.5 size (860 M UNet, 512 px, fp16) and SDXL size (2.6 B UNet, 1024 px, fp16 UNet +
                 float32 VAE): pipeline.render against one diffusers pipeline call per cell, speed-up and
@@ -12,8 +13,9 @@ Five sections, each with items run in this order, each item under its own time b
     throughput  UNet ms per row at batch 1/2/8/16/32
     precision   float16 and bfloat16 against float32 on the same cells: latent and pixel differences
                 (and, on SDXL, the VAE decoding in float16: why the engine keeps it float32)
-    flow        SD3-Medium- and Flux.1-dev-size transformers: memory and throughput, run only when
-                this build's engine supports flow models (or with --force-flow)
+    flow        SD3-Medium- and Flux.1-dev-size models (1024 px, bf16): the grid benchmark with native
+                Euler (engine vs one pipeline call per cell, same images by pixels), memory and
+                throughput; run only when this build's engine supports flow models
 
 Models are random-weight, built from config dicts on the device itself (bench/models.py): nothing
 is downloaded or written besides the report. An item whose budget would not fit is skipped and
@@ -44,6 +46,7 @@ from diffusers.utils import logging as diffusers_logging  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import gpu_capacity as capacity  # noqa: E402
 from bench import gpu_parts as parts  # noqa: E402
 from bench import grid_bench as gb  # noqa: E402
 from bench.gpu_summary import summary  # noqa: E402
@@ -70,6 +73,8 @@ class Profile:
     probe_seconds: float
     flow: dict[str, tuple[str, int, int]]  # family -> (FLOW_CONFIGS key, px, text tokens)
     flow_dtype: torch.dtype
+    flow_grid_steps: tuple[tuple[int, ...], ...]
+    flow_tolerance: float  # same-image: mean 8-bit pixel difference / 255, every cell
     flow_memory_rows: tuple[int, ...]
     flow_throughput_rows: tuple[int, ...]
     budgets: dict[str, float] = field(default_factory=dict)  # "section.family" -> seconds
@@ -83,10 +88,11 @@ GPU = Profile(
     memory_rows={"sd15": (8, 32, 96), "sdxl": (4, 16, 48)},
     throughput_rows=(1, 2, 8, 16, 32), probe_seconds=1.0,
     flow={"sd3": ("sd3", 1024, 333), "flux": ("flux", 1024, 512)}, flow_dtype=torch.bfloat16,
+    flow_grid_steps=((8, 16, 24, 32), (4, 8, 12, 16), (2, 4)), flow_tolerance=4 / 255,
     flow_memory_rows=(1, 4, 16), flow_throughput_rows=(1, 2, 8),
     budgets={"grid.sd15": 100, "memory.sd15": 15, "throughput.sd15": 25, "grid.sdxl": 110,
              "memory.sdxl": 20, "throughput.sdxl": 35, "precision.sd15": 35, "precision.sdxl": 50,
-             "flow.sd3": 30, "flow.flux": 50},
+             "flow.sd3": 50, "flow.flux": 80},
 )
 
 SMOKE = Profile(
@@ -97,13 +103,22 @@ SMOKE = Profile(
     memory_rows={"sd15": (1, 4, 16), "sdxl": (1, 4, 16)},
     throughput_rows=(1, 2, 8, 16, 32), probe_seconds=0.05,
     flow={"sd3": ("sd3-tiny", 64, 8), "flux": ("flux-tiny", 64, 8)}, flow_dtype=torch.float32,
+    flow_grid_steps=((2, 3),), flow_tolerance=2 / 255,
     flow_memory_rows=(1, 2, 4), flow_throughput_rows=(1, 2, 8),
     budgets={"grid.sd15": 40, "memory.sd15": 10, "throughput.sd15": 10, "grid.sdxl": 40, "memory.sdxl": 10,
-             "throughput.sdxl": 10, "precision.sd15": 20, "precision.sdxl": 20, "flow.sd3": 10,
-             "flow.flux": 10},
+             "throughput.sdxl": 10, "precision.sd15": 20, "precision.sdxl": 20, "flow.sd3": 25,
+             "flow.flux": 25},
 )
 
 MIN_START_S = 1.0  # an item with less than this left of the run is not started
+
+
+def with_budget(profile: Profile, total_s: float) -> Profile:
+    """The profile with the whole run's time set to total_s and every item's budget scaled with it
+    (a grid item then picks a smaller step set; nothing is dropped for lack of a share)."""
+    scale = total_s / profile.total_s
+    return Profile(**{**profile.__dict__, "total_s": total_s,
+                      "budgets": {k: v * scale for k, v in profile.budgets.items()}})
 
 
 class Run:
@@ -120,9 +135,10 @@ class Run:
             "budget_s": profile.total_s, "machine": machine(device), "items": [],
             **{s: {} for s in SECTIONS}}
 
-    def model(self, family: str, dtype: torch.dtype):
-        """The family's random-weight model in `dtype`, built on first use (one kept at a time)."""
-        key = (self.profile.kinds[family], dtype)
+    def model(self, kind: str, dtype: torch.dtype):
+        """The random-weight model of `kind` (bench.models) in `dtype`, built on first use (one kept
+        at a time)."""
+        key = (kind, dtype)
         if self._model is None or self._model[0] != key:
             self.drop_model()
             self._model = (key, parts.random_model(key[0], self.device, dtype, self.tokenizer_dir))
@@ -169,7 +185,12 @@ class Run:
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "gpu_check.json").write_text(json.dumps(self.report, indent=2, default=str) + "\n",
                                                  encoding="utf-8")
-        (self.out / "summary.md").write_text(summary(self.report), encoding="utf-8")
+        try:
+            text = summary(self.report)
+        except Exception as err:  # noqa: BLE001 (the JSON is written; the summary must not end the run)
+            text = (f"# GPU check\n\nThe summary could not be made ({type(err).__name__}: {err}); "
+                    "see gpu_check.json.\n")
+        (self.out / "summary.md").write_text(text, encoding="utf-8")
 
 
 def machine(device: torch.device) -> dict[str, Any]:
@@ -185,16 +206,16 @@ def unet_items(run: Run, family: str, wanted: set[str]) -> None:
     """grid, memory and throughput of one UNet family (those wanted), on one model in the run's dtype."""
     p, dev = run.profile, run.device
     px = p.px[family]
-    model = lambda: run.model(family, p.dtype)  # noqa: E731
+    model = lambda: run.model(p.kinds[family], p.dtype)  # noqa: E731
     make = lambda rows: parts.unet_call(model(), rows, px)  # noqa: E731
     if "grid" in wanted:
         run.item("grid", family, lambda c, o: parts.grid_item(model(), px, p.grid_steps[family], p.tolerance,
                                                               c, o))
     if "memory" in wanted:
-        run.item("memory", family, lambda c, o: parts.memory_item(
+        run.item("memory", family, lambda c, o: capacity.memory_item(
             make, dev, p.dtype, (px // model().vae_scale_factor) ** 2, p.memory_rows[family], c, o))
     if "throughput" in wanted:
-        run.item("throughput", family, lambda c, o: parts.throughput_item(
+        run.item("throughput", family, lambda c, o: capacity.throughput_item(
             make, dev, p.throughput_rows, p.probe_seconds, c, o))
 
 
@@ -207,13 +228,16 @@ def precision_items(run: Run) -> None:
             b, p.px[f], p.precision_steps[f], (torch.float16, torch.bfloat16), c, o))
 
 
-def flow_items(run: Run, force: bool) -> None:
+def flow_items(run: Run) -> None:
     p = run.profile
     run.drop_model()
-    support = parts.flow_support()
+    try:
+        support = capacity.flow_support()
+    except Exception as err:  # noqa: BLE001
+        support = {"supported": False, "reason": f"the check failed: {type(err).__name__}: {err}"}
     run.report["flow_support"] = support
     for family, (kind, px, tokens) in p.flow.items():
-        if not (support["supported"] or force):
+        if not support["supported"]:
             budget = p.budgets[f"flow.{family}"]
             run.report["flow"][family] = {"status": "skipped", "reason": FLOW_UNSUPPORTED,
                                           "detail": support["reason"], "budget_s": budget, "seconds": 0.0}
@@ -221,9 +245,9 @@ def flow_items(run: Run, force: bool) -> None:
                                         "budget_s": budget})
             run.write()
             continue
-        run.item("flow", family, lambda c, o, k=kind, x=px, t=tokens: parts.flow_item(
-            k, run.device, p.flow_dtype, x, t, p.flow_memory_rows, p.flow_throughput_rows, p.probe_seconds,
-            c, o))
+        run.item("flow", family, lambda c, o, k=kind, x=px, t=tokens: capacity.flow_item(
+            run.model(k, p.flow_dtype), x, t, p.flow_grid_steps, p.flow_tolerance, p.flow_memory_rows,
+            p.flow_throughput_rows, p.probe_seconds, c, o))
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -231,11 +255,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, required=True, help="folder for gpu_check.json and summary.md")
     ap.add_argument("--smoke", action="store_true", help="tiny models on the CPU, same code and sections")
     ap.add_argument("--device", help="default: cuda (cpu with --smoke)")
-    ap.add_argument("--budget", type=float, help="seconds for the whole run (default 450; 170 with --smoke)")
+    ap.add_argument("--budget", type=float, help="seconds for the whole run, imports included (default 450; "
+                    "170 with --smoke); every item's budget scales with it")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
-    ap.add_argument("--force-flow", action="store_true",
-                    help="measure the flow transformers even if the engine cannot run flow models yet")
     return ap.parse_args(argv)
 
 
@@ -243,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     profile = SMOKE if args.smoke else GPU
     if args.budget:
-        profile = Profile(**{**profile.__dict__, "total_s": args.budget})
+        profile = with_budget(profile, args.budget)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or profile.device)
@@ -257,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if "precision" in wanted:
         precision_items(run)
     if "flow" in wanted:
-        flow_items(run, args.force_flow)
+        flow_items(run)
     run.drop_model()
     run.write()
     print(f"wrote {args.out / 'gpu_check.json'} and {args.out / 'summary.md'} "
@@ -267,4 +290,5 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 if __name__ == "__main__":
     diffusers_logging.set_verbosity_error()  # casting random-weight modules warns once per build
+    diffusers_logging.disable_progress_bar()
     main()

@@ -1,22 +1,20 @@
-"""The measurements bench/gpu_check.py makes, one function per kind of figure.
+"""The rendering measurements bench/gpu_check.py makes, and what all its measurements share.
 
     grid_item        the grid benchmark: pipeline.render against one diffusers pipeline call per
                      cell on the same cells, with the same-image check (bench/grid_bench.py's paths)
     precision_item   the same cells rendered in float16 and bfloat16 against float32
-    memory_item      the engine's per-row memory estimate (auto_max_batch) against the measured
-                     peak of one model call at several batch sizes
-    throughput_item  ms per model call and per row at several batch sizes
-    flow_support     whether this build's engine can run flow models (SD3, Flux)
+    Clock, time_call, unet_call, random_model   an item's deadline, timing one model call, the
+                     models (built in memory on the device with seeded random weights, bench/models.py)
 
-Every function takes a Clock (the item's deadline) and fills an `out` dict as it goes, so an
-item cut short by its budget or an error still reports what it measured. Models are built in
-memory, straight on the device, with seeded random weights (bench/models.py).
+bench/gpu_capacity.py has memory, throughput and the flow models. Every item function takes a
+Clock and fills an `out` dict as it goes, so an item cut short by its budget or an error still
+reports what it measured. This module holds the only imports of the engine's API.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
-import importlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -31,9 +29,14 @@ import torch
 # The grid benchmark's paths and counters, the models, and the engine's API. These are the only
 # imports of the project's packages (the layout may move; only these lines follow it).
 from bench import grid_bench as gb
-from bench.models import build_flow_transformer, build_pipeline
+from bench.models import build_flow_pipeline, build_pipeline
 from grids.cells import CellSpec
-from pipeline.engine import ACTIVATION_BYTES_PER_LATENT_PIXEL, FREE_SHARE, RunOptions, auto_max_batch
+from pipeline.engine import (  # noqa: F401 (the first two are gpu_capacity's)
+    ACTIVATION_BYTES_PER_LATENT_PIXEL,
+    FREE_SHARE,
+    RunOptions,
+    auto_max_batch,
+)
 from pipeline.models import LoadedModel
 from pipeline.models import _describe as describe_model
 from pipeline.models import _place as place_model
@@ -79,9 +82,11 @@ def free_memory() -> None:
 
 
 def random_model(kind: str, device: torch.device, dtype: torch.dtype, tokenizer_dir: Path) -> LoadedModel:
-    """A `bench.models.PIPELINE_CONFIGS` pipeline built on `device`, cast to `dtype` and placed as
-    pipeline.models.load_model places a loaded one (SDXL's VAE stays float32 under float16, SDPA)."""
-    pipe = build_pipeline(kind, device, tokenizer_dir)
+    """A `bench.models.PIPELINE_CONFIGS` (SD 1.5 / SDXL) or `FLOW_CONFIGS` (SD3 / Flux) pipeline built
+    on `device`, cast to `dtype` and placed as pipeline.models.load_model places a loaded one
+    (SDXL's VAE stays float32 under float16, SDPA)."""
+    flow = kind.split("-")[0] in ("sd3", "flux")
+    pipe = (build_flow_pipeline if flow else build_pipeline)(kind, device, tokenizer_dir)
     pipe.to(dtype=dtype)
     for module in pipe.components.values():
         if isinstance(module, torch.nn.Module):
@@ -136,6 +141,29 @@ def time_call(call: Callable[[], Any], device: torch.device, seconds: float, clo
         call()
     sync(device)
     return 1000 * (time.perf_counter() - t0) / reps
+
+
+class Counter(gb.UNetCounter):
+    """bench.grid_bench.UNetCounter for any network: the flow transformers take keywords only."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        self.unet = net
+        self.reset()
+        inner = net.forward
+
+        @functools.wraps(inner)
+        def counted(*args, **kwargs):
+            x = args[0] if args else kwargs["hidden_states"]
+            sync(x.device)
+            t0 = time.perf_counter()
+            out = inner(*args, **kwargs)
+            sync(x.device)
+            self.seconds += time.perf_counter() - t0
+            self.calls += 1
+            self.rows += int(x.shape[0])
+            return out
+
+        net.forward = counted
 
 
 # ------------------------------------------------------------------ (1) the grid benchmark
@@ -235,7 +263,7 @@ def grid_item(model: LoadedModel, px: int, step_sets: Sequence[Sequence[int]], t
     out["grid"] = {"samplers": [n for n, _ in samplers], "steps": steps, "cells": len(specs),
                    "cfg": gb.CFG, "seed": gb.SEED, "estimate_s": grid_estimate(specs, cost),
                    "skipped_step_sets": [list(s) for s in step_sets[: step_sets.index(fits[0])]]}
-    counter = gb.UNetCounter(model.unet)
+    counter = Counter(model.unet)
     try:
         measure = lambda fn: gb.measure(fn, counter, model.device)  # noqa: E731
         engine, ours = measure(lambda: engine_render(specs, model, clock))
@@ -352,136 +380,65 @@ def vae_half_decode(model: LoadedModel, ref: list[tuple[torch.Tensor, Any]]) -> 
             "max_abs_value": float(half.abs().nan_to_num(0).max())}
 
 
-# ------------------------------------------------------------------ (3) memory, (5) throughput
+# ------------------------------------------------------------------ (4) the flow models' grid
 
 
-def estimated_row_bytes(latent_pixels: int, dtype: torch.dtype) -> float:
-    """The engine's per-row activation estimate (pipeline.engine.auto_max_batch's formula)."""
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    return latent_pixels * ACTIVATION_BYTES_PER_LATENT_PIXEL * itemsize / 2
+def flow_cells(model: LoadedModel, px: int, steps: Sequence[int]) -> list[CellSpec]:
+    """Native Euler cells on a flow model: SD3 with CFG 4 and a negative prompt (2 rows a call), Flux
+    dev with its distilled guidance only (1 row)."""
+    cfg, negative = (4.0, gb.NEGATIVE) if model.family == "sd3" else (1.0, "")
+    return [CellSpec(model=model.name, prompt=gb.PROMPT, negative_prompt=negative, width=px, height=px,
+                     seed=gb.SEED, sampler="Euler", sampler_options=(), schedule="Automatic", steps=n,
+                     cfg=cfg) for n in steps]
 
 
-@torch.no_grad()
-def peak_bytes(call: Callable[[], Any], device: torch.device) -> float:
-    """Bytes of tensors one call holds at its peak above what was allocated before it: CUDA's
-    max_memory_allocated, or on the CPU the same figure rebuilt from the torch profiler's memory
-    records (each op's allocations and frees, summed in time order)."""
-    free_memory()
-    if device.type == "cuda":
-        sync(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        call()
-        sync(device)
-        return float(torch.cuda.max_memory_allocated(device) - base)
-    cpu = [torch.profiler.ProfilerActivity.CPU]
-    with torch.profiler.profile(activities=cpu, profile_memory=True) as prof:
-        call()
-    live = peak = 0
-    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
-        live += event.self_cpu_memory_usage
-        peak = max(peak, live)
-    return float(peak)
+def flow_pipeline_render(specs: list[CellSpec], model: LoadedModel, clock: Clock) -> Render:
+    """Every cell through the model's own StableDiffusion3Pipeline / FluxPipeline call (images only:
+    Flux's pipeline returns packed latents)."""
+    out = []
+    for spec in specs:
+        if clock.expired():
+            raise OutOfTime(f"the per-cell path ran out of its budget after {len(out)} of {len(specs)} cells")
+        sd3 = model.family == "sd3"
+        kw = {"guidance_scale": spec.cfg, "negative_prompt": spec.negative_prompt} if sd3 else {}
+        image = model.pipe(spec.prompt, num_inference_steps=spec.steps, height=spec.height, width=spec.width,
+                           generator=torch.Generator("cpu").manual_seed(spec.seed), **kw).images[0]
+        out.append((torch.zeros(()), image))
+    return out
 
 
-def memory_item(make_call: Callable[[int], Callable[[], Any]], device: torch.device, dtype: torch.dtype,
-                latent_pixels: int, batches: Sequence[int], clock: Clock, out: dict[str, Any]) -> None:
-    """Measured peak per batch size, a least-squares line through them (fixed + per-row bytes), and
-    the engine's estimate per row and the batch limit it picks now."""
-    est = estimated_row_bytes(latent_pixels, dtype)
-    out.update({"estimate_per_row_mib": est / MIB, "latent_pixels": latent_pixels, "dtype": dtype_name(dtype),
-                "auto_max_batch": auto_max_batch(device, latent_pixels, dtype),
-                "measured_with": "torch.cuda.max_memory_allocated" if device.type == "cuda" else
-                "torch profiler memory records (CPU: live tensor bytes; the estimate is made for CUDA, "
-                "and on the CPU the engine uses a fixed 16 rows)", "batches": []})
-    make_call(batches[0])()  # lazy allocations (kernels, workspaces) before the first reading
-    for rows in batches:
-        clock.check(0.5, f"memory at {rows} rows")
-        peak = peak_bytes(make_call(rows), device)
-        out["batches"].append({"rows": rows, "peak_mib": peak / MIB, "per_row_mib": peak / rows / MIB,
-                               "estimate_over_measured": est / max(peak / rows, 1.0)})
-    points = [(b["rows"], b["peak_mib"]) for b in out["batches"]]
-    if len(points) >= 2:
-        slope, fixed = np.polyfit([r for r, _ in points], [m for _, m in points], 1)
-        out["fit"] = {"per_row_mib": float(slope), "fixed_mib": float(fixed),
-                      "estimate_over_measured": est / MIB / float(slope) if slope > 0 else None}
-    if device.type == "cuda" and out.get("fit", {}).get("per_row_mib", 0) > 0:
-        free, total = torch.cuda.mem_get_info(device)
-        out["free_mib"], out["total_mib"] = free / MIB, total / MIB
-        out["rows_that_fit_by_measurement"] = int(FREE_SHARE * free / (out["fit"]["per_row_mib"] * MIB))
-
-
-def throughput_item(make_call: Callable[[int], Callable[[], Any]], device: torch.device,
-                    batches: Sequence[int], seconds: float, clock: Clock, out: dict[str, Any]) -> None:
-    """ms per call, ms per row and rows/s at each batch size (the most batching can gain); an out-of-memory
-    batch ends the list, recorded."""
-    out["batches"] = []
-    for rows in batches:
-        clock.check(0.2, f"throughput at {rows} rows")
-        try:
-            ms = time_call(make_call(rows), device, seconds, clock, f"throughput at {rows} rows")
-        except torch.OutOfMemoryError:
-            free_memory()
-            out["batches"].append({"rows": rows, "error": "out of memory"})
-            break
-        out["batches"].append({"rows": rows, "ms_per_call": ms, "ms_per_row": ms / rows,
-                               "rows_per_s": 1000 * rows / ms})
-
-
-# ------------------------------------------------------------------ (4) flow models
-
-
-def flow_support() -> dict[str, Any]:
-    """Whether this build's engine can run flow models: the rectified-flow parametrisation
-    (samplers.parametrisation.FLOW) and an SD3 or Flux pipeline among the loadable ones."""
+def flow_grid_item(model: LoadedModel, px: int, step_sets: Sequence[Sequence[int]], tolerance: float,
+                   clock: Clock, out: dict[str, Any]) -> None:
+    """The grid benchmark on a flow model: native Euler cells through pipeline.render against one
+    pipeline call per cell; same images when the mean 8-bit pixel difference of every cell is within
+    `tolerance` (a fraction of 255; the flow tests allow 2/255 in float32)."""
+    warm = flow_cells(model, px, [2])
+    engine_render(warm, model, clock)
+    flow_pipeline_render(warm, model, clock)
+    t0 = time.perf_counter()
+    flow_pipeline_render(warm, model, clock)
+    per_step = (time.perf_counter() - t0) / 3  # 2 steps + prompt encoding and decoding
+    estimate = lambda specs: 2.3 * per_step * sum(s.steps + 1 for s in specs)  # noqa: E731
+    fits = [steps for steps in step_sets if estimate(flow_cells(model, px, steps)) <= clock.left()]
+    if not fits:
+        need = estimate(flow_cells(model, px, step_sets[-1]))
+        raise OutOfTime(f"even steps {list(step_sets[-1])} need ~{need:.0f} s, {clock.left():.0f} s left")
+    specs = flow_cells(model, px, fits[0])
+    out["cells"] = {"sampler": "Euler", "steps": list(fits[0]), "cells": len(specs), "cfg": specs[0].cfg,
+                    "seed": gb.SEED, "estimate_s": estimate(specs), "s_per_pipeline_step": per_step}
+    counter = Counter(model.unet)
     try:
-        param = importlib.import_module("samplers.parametrisation")
-        sources = importlib.import_module("pipeline.model_sources")
-    except ImportError as err:
-        return {"supported": False, "reason": f"no samplers.parametrisation ({err})"}
-    loadable = [n for n in getattr(sources, "PIPELINES", {}) if "Flux" in n or "StableDiffusion3" in n]
-    if not hasattr(param, "FLOW") or not loadable:
-        return {"supported": False, "reason": "no SD3 or Flux pipeline in pipeline.model_sources.PIPELINES"
-                if hasattr(param, "FLOW") else "no samplers.parametrisation.FLOW"}
-    return {"supported": True, "pipelines": loadable}
-
-
-def flow_call(model: torch.nn.Module, rows: int, px: int, text_tokens: int) -> Callable[[], Any]:
-    """One transformer call on `rows` rows of a px x px image (latent factor 8): SD3 takes the latent
-    as an image and patchifies it; Flux takes 2x2-packed latent tokens with their position ids."""
-    cfg, p = model.config, next(model.parameters())
-    dev, dt, side = p.device, p.dtype, px // 8
-    rand = lambda *shape: torch.randn(*shape, device=dev, dtype=dt)  # noqa: E731
-    txt, pooled = rand(rows, text_tokens, cfg.joint_attention_dim), rand(rows, cfg.pooled_projection_dim)
-    if not isinstance(model, diffusers.FluxTransformer2DModel):
-        x, t = rand(rows, cfg.in_channels, side, side), torch.full((rows,), 500.0, device=dev, dtype=dt)
-        return lambda: model(hidden_states=x, encoder_hidden_states=txt, pooled_projections=pooled,
-                             timestep=t, return_dict=False)
-    h = side // 2
-    img_ids = torch.zeros(h * h, 3, device=dev, dtype=dt)
-    img_ids[:, 1] = torch.arange(h, device=dev).repeat_interleave(h)
-    img_ids[:, 2] = torch.arange(h, device=dev).repeat(h)
-    txt_ids = torch.zeros(text_tokens, 3, device=dev, dtype=dt)
-    x, t = rand(rows, h * h, cfg.in_channels), torch.full((rows,), 0.5, device=dev, dtype=dt)
-    guidance = torch.full((rows,), 3.5, device=dev, dtype=dt) if cfg.guidance_embeds else None
-    return lambda: model(hidden_states=x, encoder_hidden_states=txt, pooled_projections=pooled, timestep=t,
-                         img_ids=img_ids, txt_ids=txt_ids, guidance=guidance, return_dict=False)
-
-
-def flow_item(kind: str, device: torch.device, dtype: torch.dtype, px: int, text_tokens: int,
-              memory_batches: Sequence[int], throughput_batches: Sequence[int], seconds: float,
-              clock: Clock, out: dict[str, Any]) -> None:
-    """A flow transformer of `kind` (bench.models.FLOW_CONFIGS): memory against the engine's estimate
-    and throughput, as for the UNets."""
-    model = build_flow_transformer(kind, device).to(dtype)
-    make = lambda rows, m=model: flow_call(m, rows, px, text_tokens)  # noqa: E731
-    try:
-        out["model"] = {"kind": kind, "size_px": px, "text_tokens": text_tokens, "dtype": dtype_name(dtype),
-                        "parameters": sum(p.numel() for p in model.parameters())}
-        out["memory"] = {}
-        memory_item(make, device, dtype, (px // 8) ** 2, memory_batches, clock, out["memory"])
-        out["throughput"] = {}
-        throughput_item(make, device, throughput_batches, seconds, clock, out["throughput"])
+        measure = lambda fn: gb.measure(fn, counter, model.device)  # noqa: E731
+        engine, ours = measure(lambda: engine_render(specs, model, clock))
+        out["engine"] = engine.as_dict()
+        cells, theirs = measure(lambda: flow_pipeline_render(specs, model, clock))
+        out["per_cell"] = cells.as_dict()
     finally:
-        del model, make
-        free_memory()
+        counter.remove()
+    out["speedup"] = cells.wall_s / engine.wall_s
+    diffs = [np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int))
+             for (_, a), (_, b) in zip(ours, theirs, strict=True)]
+    worst = max(float(d.mean()) / 255 for d in diffs)
+    out["same_images"] = {"max_mean_pixel_diff": worst, "max_pixel_diff": int(max(d.max() for d in diffs)),
+                          "tolerance": tolerance, "ok": worst <= tolerance,
+                          "cells": [f"Euler {s.steps}" for s in specs]}

@@ -71,10 +71,19 @@ def _precision(e: dict[str, Any]) -> str:
 def _flow(e: dict[str, Any]) -> str:
     if "model" not in e:
         return ""
-    m = e["model"]
+    m, g = e["model"], e.get("grid", {})
     n = m["parameters"]
     size = f"{n / 1e9:.2f} B" if n >= 1e8 else f"{n / 1e6:.2f} M"
-    return (f"{size} params at {m['size_px']} px, {m['dtype']}: "
+    if "speedup" in g:
+        same = g["same_images"]
+        grid = (f"{g['cells']['cells']} Euler cells (steps {g['cells']['steps']}): engine "
+                f"{g['engine']['wall_s']:.1f} s, per cell {g['per_cell']['wall_s']:.1f} s "
+                f"→ **{g['speedup']:.2f}×**; "
+                f"images {'same' if same['ok'] else 'DIFFERENT'}: worst mean pixel diff "
+                f"{255 * same['max_mean_pixel_diff']:.2f}/255 (tolerance {255 * same['tolerance']:.0f}/255)")
+    else:
+        grid = f"grid {g.get('status', 'not run')}: {g.get('reason') or g.get('error') or ''}"
+    return (f"{size}-parameter transformer at {m['size_px']} px, {m['dtype']}; {grid}; "
             f"{_memory(e.get('memory', {}))}; {_throughput(e.get('throughput', {}))}")
 
 

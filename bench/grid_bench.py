@@ -20,6 +20,7 @@ run of the same grid with this project's own samplers.
 
     .venv/bin/python bench/grid_bench.py --json out/grid_bench.json          # CPU, small model
     python bench/grid_bench.py --device cuda --fp16 --sd15 --json out.json   # GPU, SD 1.5 at 512 px
+    .venv/bin/python bench/grid_bench.py --flow sd3 --json out/flow.json   # SD3 / Flux: bench/flow_bench.py
 
 See docs/PERFORMANCE.md for what the models are and the figures measured.
 """
@@ -372,7 +373,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--probe-seconds", type=float, default=1.0,
                     help="time spent per batch size in the UNet throughput probe")
     ap.add_argument("--json", type=Path, help="write the figures here")
+    ap.add_argument("--flow", choices=("sd3", "flux"),
+                    help="benchmark a flow model instead (bench/flow_bench.py: Euler vs its own pipeline)")
     args = ap.parse_args(argv)
+    if args.flow:
+        return args
     if args.fp16 and args.device == "cpu":
         ap.error("--fp16 needs --device cuda")
     args.size = args.size or (512 if args.sd15 else 128)
@@ -422,6 +427,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the benchmark; print the figures; return (and optionally write) them as a dict."""
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.flow:
+        from bench.flow_bench import run_flow
+
+        return run_flow(args)
     device = torch.device(args.device)
     dtype = torch.float16 if args.fp16 else torch.float32
     path = args.model or str(build_model("sd15" if args.sd15 else "small", args.model_dir))

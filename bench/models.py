@@ -12,9 +12,10 @@ random weights, and saved once as diffusers folders under a cache directory:
             (860 M + 123 M + 84 M parameters), for the GPU benchmark.
 
 bench/gpu_check.py builds its models in memory instead, straight on the GPU
-(`build_pipeline`, `build_flow_transformer`): SD 1.5 and SDXL base 1.0
+(`build_pipeline`, `build_flow_pipeline`): SD 1.5 and SDXL base 1.0
 (2.57 B UNet, CLIP-L + CLIP-G 695 M) pipelines, tiny stand-ins of both for
---smoke, and SD3-Medium (2.03 B) and Flux.1-dev (11.9 B) transformers.
+--smoke, and SD3-Medium (2.03 B) and Flux.1-dev (11.9 B) pipelines (full-size transformer
+and VAE, shallow text encoders of the right widths).
 
 Both use SD 1.5's scheduler config (PNDM, scaled-linear betas, steps_offset 1),
 so every diffusers scheduler built from it is the one an SD 1.5 user gets.
@@ -222,7 +223,7 @@ FLOW_CONFIGS: dict[str, dict[str, Any]] = {
     "sd3-tiny": {**SD3_MEDIUM_TRANSFORMER, "sample_size": 16, "num_layers": 2, "attention_head_dim": 8,
                  "num_attention_heads": 2, "joint_attention_dim": 32, "caption_projection_dim": 16,
                  "pooled_projection_dim": 32, "pos_embed_max_size": 32},
-    "flux-tiny": {**FLUX_DEV_TRANSFORMER, "in_channels": 16, "num_layers": 1, "num_single_layers": 1,
+    "flux-tiny": {**FLUX_DEV_TRANSFORMER, "in_channels": 64, "num_layers": 1, "num_single_layers": 1,
                   "attention_head_dim": 16, "num_attention_heads": 2, "joint_attention_dim": 32,
                   "pooled_projection_dim": 32, "axes_dims_rope": (4, 6, 6)},
 }
@@ -265,11 +266,68 @@ def build_pipeline(kind: str, device: torch.device | str, tokenizer_dir: Path) -
                                      force_zeros_for_empty_prompt=True, add_watermarker=False)
 
 
-def build_flow_transformer(kind: str, device: torch.device | str) -> torch.nn.Module:
-    """An SD3 ("sd3", "sd3-tiny") or Flux ("flux", "flux-tiny") transformer with seeded random
-    float32 weights made on `device`."""
-    from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
+# Flow pipelines around those transformers. The text encoders are shallow (2 layers) but give the
+# widths the transformer takes (SD3: CLIP projections 768 + 1280 = its pooled 2048, T5 width = its
+# joint dim 4096; Flux: CLIP width 768, T5 width 4096), and the tokenizers pad to the pipelines' real
+# lengths (SD3 77 + 256 T5 tokens, Flux 512), so each call costs what the real model's call costs.
+# The VAE is SD3's / Flux's 16-channel one (no quant convs, latent shift).
+FLOW_VAE: dict[str, Any] = {k: v for k, v in SD15_VAE.items() if k != "scaling_factor"} | {
+    "latent_channels": 16, "use_quant_conv": False, "use_post_quant_conv": False, "sample_size": 1024}
+FLOW_VAE_NORM = {"sd3": {"scaling_factor": 1.5305, "shift_factor": 0.0609},
+                 "flux": {"scaling_factor": 0.3611, "shift_factor": 0.1159}}
+_TINY_FLOW_VAE = {**FLOW_VAE, "block_out_channels": (32, 32, 64, 64), "layers_per_block": 1,
+                  "sample_size": 64}
 
-    cls = FluxTransformer2DModel if kind.startswith("flux") else SD3Transformer2DModel
+
+def _clip(tok: CLIPTokenizer, hidden: int, projection: int, with_projection: bool) -> Any:
+    from transformers import CLIPTextModelWithProjection
+
+    cfg = {**_TINY_TEXT, "hidden_size": hidden, "intermediate_size": 2 * hidden, "projection_dim": projection}
+    ids = {name: tok.convert_tokens_to_ids(token) for name, token in
+           (("bos_token_id", BOS), ("eos_token_id", EOS), ("pad_token_id", tok.pad_token))}
+    return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(CLIPTextConfig(**cfg, **ids))
+
+
+def _t5(tok: Any, width: int) -> Any:
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(T5Config(
+        vocab_size=len(tok), d_model=width, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+        decoder_start_token_id=0, feed_forward_proj="gated-gelu", is_encoder_decoder=False))
+
+
+def build_flow_pipeline(kind: str, device: torch.device | str, tokenizer_dir: Path) -> Any:
+    """A float32 StableDiffusion3Pipeline ("sd3", "sd3-tiny") or FluxPipeline ("flux", "flux-tiny")
+    around a FLOW_CONFIGS transformer, with seeded random weights made on `device`."""
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        FluxPipeline,
+        FluxTransformer2DModel,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
+
+    from tests.tiny_flow_models import flux_scheduler, t5_tokenizer
+
+    family, cfg = kind.split("-")[0], FLOW_CONFIGS[kind]
+    tiny = kind.endswith("-tiny")
+    tok, tok_t5 = _tokenizer(tokenizer_dir), t5_tokenizer()
+    tok_2 = CLIPTokenizer.from_pretrained(str(tokenizer_dir / "_tokenizer_files"),
+                                          model_max_length=MAX_TOKENS, pad_token="!")
+    pooled, joint = cfg["pooled_projection_dim"], cfg["joint_attention_dim"]
     with _seeded_on(torch.device(device)):
-        return cls(**FLOW_CONFIGS[kind]).eval()
+        vae = AutoencoderKL(**(_TINY_FLOW_VAE if tiny else FLOW_VAE), **FLOW_VAE_NORM[family])
+        t5 = _t5(tok_t5, joint)
+        if family == "flux":  # the pooled input is CLIP-L's pooled output: its width
+            clip, transformer = _clip(tok, pooled, pooled, False), FluxTransformer2DModel(**cfg)
+            return FluxPipeline(scheduler=flux_scheduler(), vae=vae, text_encoder=clip, tokenizer=tok,
+                                text_encoder_2=t5, tokenizer_2=tok_t5, transformer=transformer)
+        # SD3's pooled input is CLIP-L's and CLIP-G's projections side by side; their hidden states,
+        # side by side and zero-padded, join T5's, so together they must fit in T5's width
+        proj, hidden = ((pooled // 2, pooled - pooled // 2), joint // 4) if tiny else ((768, 1280), 64)
+        return StableDiffusion3Pipeline(
+            transformer=SD3Transformer2DModel(**cfg), scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+            vae=vae, text_encoder=_clip(tok, hidden, proj[0], True), tokenizer=tok,
+            text_encoder_2=_clip(tok_2, hidden, proj[1], True), tokenizer_2=tok_2, text_encoder_3=t5,
+            tokenizer_3=tok_t5)

@@ -93,6 +93,8 @@ AXES: dict[str, AxisType] = {t.name: t for t in (
     AxisType("seed", "Seed", "int", minimum=-1, maximum=MAX_SEED),
     AxisType("eta", "Eta", "float", minimum=0.0),
     AxisType("s_noise", "Sigma noise", "float", minimum=0.0),
+    AxisType("shift", "Shift", "float", maximum=100.0),
+    AxisType("guidance", "Distilled CFG Scale", "float", minimum=0.0, maximum=100.0),
     AxisType("prompt_sr", "Prompt S/R", "text"),
     AxisType("negative_prompt", "Negative prompt", "text"),
     AxisType("size", "Size", "size"),
@@ -107,7 +109,8 @@ def _key(name: str) -> str:
 _ALIASES: dict[str, str] = {
     **{_key(t.name): t.name for t in AXES.values()},
     **{_key(t.label): t.name for t in AXES.values()},
-    "checkpoint": "model", "scheduler": "schedule",
+    "checkpoint": "model", "scheduler": "schedule", "flux guidance": "guidance",
+    "distilled guidance": "guidance",
 }
 
 
@@ -180,6 +183,8 @@ def _check_bounds(t: AxisType, value: float) -> None:
         raise AxisError(f"{t.name}: a range made a value too large to use ({value})", t.name)
     if t.name == "seed" and value < 0 and value != -1:
         raise AxisError(f"seed must be -1 (random) or >= 0, got {value}", t.name)
+    if t.name == "shift" and value <= 0:
+        raise AxisError(f"shift must be > 0 (a flow model's timestep shift; SD3 uses 3), got {value}", t.name)
     if t.minimum is not None and value < t.minimum:
         raise AxisError(f"{t.name} must be >= {t.minimum}, got {value}", t.name)
     if t.maximum is not None and value > t.maximum:

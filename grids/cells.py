@@ -16,6 +16,7 @@ import samplers
 # the analytic Gaussian test model; real models need several times more, so
 # the limits assume this many denoiser calls per cell.
 ADAPTIVE_CALLS_ESTIMATE = 200
+_FLOW_FIELDS = ("shift", "guidance")
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,9 @@ class CellSpec:
     """Everything that determines one cell's image.
 
     sampler: canonical registry name; schedule: canonical schedule type (may be
-    "Automatic"); sampler_options: sorted (name, value) pairs, hashable.
+    "Automatic"); sampler_options: sorted (name, value) pairs, hashable. shift and
+    guidance are flow-model settings (SD3 / Flux timestep shift, Flux's distilled
+    guidance); None leaves them to the model.
     """
 
     model: str
@@ -37,10 +40,17 @@ class CellSpec:
     schedule: str
     steps: int
     cfg: float
+    shift: float | None = None
+    guidance: float | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """Every field by name, leaving out the flow settings when unset (so an SD cell's record
+        and cache key are what they were before flow models existed)."""
+        return {k: v for k, v in asdict(self).items() if v is not None or k not in _FLOW_FIELDS}
 
     def key(self) -> str:
         """A stable hash of every field: equal keys mean the same image (for caches)."""
-        text = json.dumps(["cellspec-v1", asdict(self)], sort_keys=True, default=repr)
+        text = json.dumps(["cellspec-v1", self.fields()], sort_keys=True, default=repr)
         return hashlib.sha256(text.encode()).hexdigest()
 
     def sized(self, default_size: tuple[int, int]) -> CellSpec:

@@ -10,9 +10,12 @@ Format, as A1111 v1.10.1 writes it:
     <prompt>
     Negative prompt: <negative prompt>            (only when there is one)
     Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 123, Size: 512x512,
-    Model hash: <10 hex>, Model: <name>[, Eta: 0.5, ...][, Script: X/Y/Z plot, X Type: ...,
+    Model hash: <10 hex>, Model: <name>[, Eta: 0.5, ...][, Shift: 3][, Distilled CFG Scale: 3.5]
+    [, Script: X/Y/Z plot, X Type: ...,
     X Values: ...], Version: 0.1.0                (one line)
 
+Flow models: "Shift" (the timestep shift) and "Distilled CFG Scale" (Flux's distilled guidance,
+Forge's field name) are written when the cell sets them; unset, the model's own is used.
 Each "key: value" value containing a comma, colon or newline is JSON-quoted (non-ASCII kept);
 the prompt lines are written as they are. Numbers print as A1111 prints them: 7 not 7.0.
 """
@@ -42,6 +45,8 @@ PNG_KEY = "parameters"
 # A1111's infotext keys for sampler options; others are written under their own name.
 OPTION_KEYS = {"eta": "Eta", "s_noise": "Sigma noise", "s_churn": "Sigma churn",
                 "s_tmin": "Sigma tmin", "s_tmax": "Sigma tmax", "rho": "Schedule rho"}
+# Flow-model settings: Forge's infotext names.
+FLOW_KEYS = {"shift": "Shift", "guidance": "Distilled CFG Scale"}
 # A1111 keeps DDIM's eta apart from the ancestral samplers' eta.
 DDIM_ETA = {name: "Eta DDIM" for name in ETA_DDIM_SAMPLERS}
 _CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt", ".bin", ".pt", ".pth")
@@ -106,6 +111,9 @@ def cell_fields(cell: CellSpec, model_name: str, model_hash: str = "") -> dict[s
     }
     for option, value in cell.sampler_options:
         out[_option_key(cell.sampler, option)] = value
+    for key, value in ((FLOW_KEYS["shift"], cell.shift), (FLOW_KEYS["guidance"], cell.guidance)):
+        if value is not None:
+            out[key] = float(value)
     return out
 
 

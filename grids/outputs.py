@@ -33,7 +33,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -218,7 +218,7 @@ class GridFolder:
         model = self._model_for(spec)
         record = {"index": index, "ix": cell.ix, "iy": cell.iy, "iz": cell.iz,
                   "labels": dict(zip("xyz", cell.labels, strict=True)),
-                  "settings": {**asdict(spec), "sampler_options": dict(spec.sampler_options)},
+                  "settings": {**spec.fields(), "sampler_options": dict(spec.sampler_options)},
                   "model_calls": result.model_calls, "seconds": round(result.seconds, 4),
                   "cached": result.cached, "parameters": params, "file": None, "sha256": None,
                   "error": result.error,

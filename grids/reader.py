@@ -56,7 +56,7 @@ _SIZE = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*$")
 INT_FIELDS = {"Steps", "Seed", "Clip skip", "Hires steps", "Variation seed", "ENSD"}
 FLOAT_FIELDS = {"CFG scale", "Eta", "Eta DDIM", "Sigma noise", "Sigma churn", "Sigma tmin", "Sigma tmax",
                 "Schedule rho", "Schedule max sigma", "Schedule min sigma", "Denoising strength",
-                "Hires upscale", "Variation seed strength"}
+                "Hires upscale", "Variation seed strength", *infotext.FLOW_KEYS.values()}
 # The writer's names for sampler options, turned around (A1111's names, e.g. "Sigma noise").
 _OPTION_NAMES = {key: option for option, key in infotext.OPTION_KEYS.items()}
 _DDIM_ETA_KEYS = {key: sampler for sampler, key in infotext.DDIM_ETA.items()}
@@ -258,7 +258,8 @@ def _number(key: str, value: str) -> Any:
 
 def to_cell_settings(parsed: dict[str, Any]) -> dict[str, Any]:
     """The CellSpec fields a parsed text gives: prompt, negative_prompt, sampler, schedule, steps,
-    cfg, seed, width, height, model (A1111's label: file name without extension) and
+    cfg, seed, width, height, shift and guidance (flow models), model (A1111's label: file name
+    without extension) and
     sampler_options (sorted (name, value) pairs, as CellSpec keeps them). Fields the text does not
     have are left out.
 
@@ -276,6 +277,9 @@ def to_cell_settings(parsed: dict[str, Any]) -> dict[str, Any]:
             out[name] = _typed(key, parsed[key], kind)
     if "Model" in parsed:
         out["model"] = str(parsed["Model"])
+    for name, key in infotext.FLOW_KEYS.items():  # flow models: "Shift", "Distilled CFG Scale"
+        if key in parsed:
+            out[name] = _typed(key, parsed[key], float)
     if "Sampler" in parsed:
         info, schedule = _sampler(str(parsed["Sampler"]), parsed.get("Schedule type"))
         out["sampler"], out["schedule"] = info.name, schedule

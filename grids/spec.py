@@ -140,6 +140,16 @@ def _optional(name: str, value: Any) -> float | None:
     return None if value is None else _number(name, value, 0.0)
 
 
+def _shift(value: Any) -> float | None:
+    if value is None:
+        return None
+    shift = _number("shift", value, 0.0, 100.0)
+    if shift <= 0:
+        raise SpecError(f"shift must be > 0 (a flow model's timestep shift; null uses the model's own, "
+                        f"SD3's is 3), got {shift:g}")
+    return shift
+
+
 def _flag(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise SpecError(f"{name} must be true or false, got {value!r}")
@@ -170,6 +180,8 @@ class GridSpec:
     eta: float | None = None
     eta_ddim: float | None = None
     s_noise: float | None = None
+    shift: float | None = None
+    guidance: float | None = None
     vary_seeds: bool = False
     x: Axis | None = None
     y: Axis | None = None
@@ -186,6 +198,8 @@ class GridSpec:
             "steps": _whole("steps", self.steps, 1, samplers.schedules.MAX_STEPS),
             "eta": _optional("eta", self.eta), "eta_ddim": _optional("eta_ddim", self.eta_ddim),
             "s_noise": _optional("s_noise", self.s_noise),
+            "shift": _shift(self.shift), "guidance": None if self.guidance is None
+            else _number("guidance", self.guidance, 0.0, 100.0),
             "vary_seeds": _flag("vary_seeds", self.vary_seeds),
         }
         for name, value in checked.items():
@@ -322,7 +336,8 @@ def _cell(spec: GridSpec, fixed: dict[str, Any], index: tuple[int, int, int], va
     cell_spec = CellSpec(
         model=settings["model"], prompt=settings["prompt"], negative_prompt=settings["negative_prompt"],
         width=settings["width"], height=settings["height"], seed=seed, sampler=sampler.sampler,
-        sampler_options=options, schedule=schedule, steps=settings["steps"], cfg=float(settings["cfg"]))
+        sampler_options=options, schedule=schedule, steps=settings["steps"], cfg=float(settings["cfg"]),
+        shift=settings["shift"], guidance=settings["guidance"])
     return Cell(ix, iy, iz, cell_spec, (labels[0], labels[1], labels[2]))
 
 

@@ -56,6 +56,19 @@ def check_flow_options(spec: Any, model: Any) -> None:
                 f"guidance must be a number (3.5 is FLUX.1-dev's default), got {guidance!r}")
 
 
+def check_cells(specs: list[Any], model: Any) -> None:
+    """check_flow_options for every cell the model renders (a grid is refused before anything is
+    written: no partial files)."""
+    for spec in specs:
+        if spec.model == model.name:
+            check_flow_options(spec, model)
+
+
+def size_multiple(model: Any) -> int:
+    """What image sides must be a multiple of: the VAE factor, times the patch size on SD3 / Flux."""
+    return model.vae_scale_factor * (model.flow.patch if getattr(model, "flow", None) else 1)
+
+
 def cell_shift(spec: Any, model: Any, latent_height: int, latent_width: int) -> float:
     """The shift multiplier the cell samples with: its own setting, else the model's."""
     shift, _ = cell_flow_settings(spec)

@@ -194,6 +194,23 @@ def load_model(name: str, *, device: str | torch.device | None = None,
     return model
 
 
+def from_pipeline(name: str, pipe: Any, *, device: str | torch.device | None = None,
+                  dtype: str | torch.dtype | None = None) -> LoadedModel:
+    """A LoadedModel over a pipeline built in memory (benchmarks, tests): the same checks,
+    description and placement as load_model, no files, not put in the model cache (pass a loader
+    returning it to pipeline.render.render)."""
+    dev = _device(device)
+    dt = _dtype(dtype, dev)
+    for part in pipe.components.values():
+        if isinstance(part, torch.nn.Module):
+            part.eval()  # as from_pretrained leaves them: a freshly built T5 would apply dropout
+    if pipe.dtype != dt:
+        pipe = pipe.to(dtype=dt)
+    model = _describe(name, pipe, dev, dt, Path(f"<in memory: {name}>"), ())
+    _place(model)
+    return model
+
+
 def loaded_model() -> LoadedModel | None:
     """The model in memory, if any."""
     return _CACHE.current

@@ -8,6 +8,13 @@ timestep; ~0.0292 .. 14.61 for SD 1.x). Definitions follow A1111 v1.10.1
 where they differ, or where A1111 does not return steps+1 values ending in 0,
 `compute` documents the choice made here.
 
+On a flow model's table (`samplers.flow_train_sigmas`: sigma_i = s t_i / (1 + (s - 1) t_i),
+ending at 1) every type follows ComfyUI's scheduler of the same name on its flow models
+(Forge runs ComfyUI's code there): Simple, Karras, Exponential, Polyexponential, KL Optimal and
+DDIM read the table as on SD; Normal (= Uniform) and SGM Uniform space sigma evenly between
+the range's ends and shift the result; Beta reads table entries at its quantiles; Align Your
+Steps (published for SD 1.5 / SDXL only) is refused.
+
 All arithmetic is float64; results come back in the training sigmas' dtype.
 """
 
@@ -212,6 +219,7 @@ class _Range:
     alpha: float
     beta: float
     family: str
+    flow_shift: float | None = None  # the shift of a flow model's table (None: not a flow table)
 
 
 def _lin(a: float, b: float, n: int) -> Tensor:
@@ -249,17 +257,48 @@ def _timesteps(r: _Range) -> tuple[float, float]:
 
 def _normal(n: int, r: _Range) -> Tensor:
     # evenly spaced training timesteps from t(smax) down to t(smin), both included
+    if r.flow_shift is not None:
+        return _flow_timesteps(_lin(r.smax, r.smin, n), r.flow_shift)
     hi, lo = _timesteps(r)
     return _loginterp(r.train, _lin(hi, lo, n))
 
 
 def _sgm_uniform(n: int, r: _Range) -> Tensor:
     # SGM / "trailing" spacing: n+1 evenly spaced timesteps, the last (t(smin)) dropped
+    if r.flow_shift is not None:
+        return _flow_timesteps(_lin(r.smax, r.smin, n + 1)[:-1], r.flow_shift)
     hi, lo = _timesteps(r)
     return _loginterp(r.train, _lin(hi, lo, n + 1)[:-1])
 
 
+def _flow_timesteps(t: Tensor, shift: float) -> Tensor:
+    # ComfyUI's flow models: timestep(sigma) = 1000 sigma and sigma(timestep) = shift(timestep /
+    # 1000), so its Normal / SGM Uniform space sigma itself evenly and shift the result (which
+    # shifts sigma_min twice; diffusers' SD3 scheduler does the same, see pipeline.flow_schedule).
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def flow_table_shift(train: Tensor) -> float | None:
+    """The shift s of a flow model's table sigma_i = s t_i / (1 + (s - 1) t_i), t_i = i / N
+    (`samplers.flow_train_sigmas`), or None for any other table (one that does not end at 1)."""
+    t = torch.as_tensor(train).to("cpu", torch.float64)
+    if float(t[-1]) != 1.0:
+        return None
+    n = len(t)
+    mid = n // 2  # t = (mid + 1) / n: s = sigma (1 - t) / (t (1 - sigma)), well conditioned there
+    tm, sm = (mid + 1) / n, float(t[mid])
+    shift = sm * (1 - tm) / (tm * (1 - sm))
+    grid = torch.arange(1, n + 1, dtype=torch.float64) / n
+    if not torch.allclose(t, _flow_timesteps(grid, shift), rtol=1e-5, atol=0):
+        raise ValueError("train_sigmas end at 1 like a flow model's but are not a shifted flow table "
+                         "s t / (1 + (s - 1) t), t = i / N; build them with samplers.flow_train_sigmas")
+    return shift
+
+
 def _align_your_steps(n: int, r: _Range) -> Tensor:
+    if r.flow_shift is not None:
+        raise ValueError("Align Your Steps has published noise levels for SD 1.5 and SDXL only, not for "
+                         "flow models (SD3, Flux); use Simple, Beta, Normal or Karras there")
     # the 11 published levels sit at positions linspace(0, 1, 11); resample log sigma at linspace(0, 1, n)
     levels = torch.tensor(AYS_SIGMAS[r.family], dtype=torch.float64)
     if n == len(levels):
@@ -291,6 +330,12 @@ def _beta(n: int, r: _Range) -> Tensor:
     # quantile of 1 - linspace(0, 1, n) placed linearly in [smin, smax].
     from scipy.special import betaincinv  # the Beta distribution's inverse CDF; imported only when used
 
+    if r.flow_shift is not None:
+        # ComfyUI's beta_scheduler, which Forge runs on flow models: the quantiles of
+        # 1 - i/n (i < n) as table indices, rint(ppf * (N - 1)), read from the table.
+        q = 1 - torch.arange(n, dtype=torch.float64) / n
+        ppf = torch.from_numpy(betaincinv(r.alpha, r.beta, q.numpy()))
+        return r.train[torch.round(ppf * (len(r.train) - 1)).long()]
     q = 1 - _lin(0, 1, n)
     ppf = torch.from_numpy(betaincinv(r.alpha, r.beta, q.numpy()))
     return r.smin + ppf * (r.smax - r.smin)
@@ -338,8 +383,11 @@ def _make_range(train: Tensor, sigma_min: Any, sigma_max: Any, rho: Any, alpha: 
     smax = float(train[-1]) if sigma_max is None else _positive("sigma_max", sigma_max)
     if smin >= smax:
         raise ValueError(f"sigma_min ({smin:g}) must be below sigma_max ({smax:g})")
+    shift = flow_table_shift(train)
+    if shift is not None and smax > 1:
+        raise ValueError(f"sigma_max ({smax:g}) must be at most 1 on a flow model (sigma 1 is pure noise)")
     return _Range(train, smin, smax, None if rho is None else _positive("rho", rho),
-                  _positive("alpha", alpha), _positive("beta", beta), _family(family))
+                  _positive("alpha", alpha), _positive("beta", beta), _family(family), shift)
 
 
 def compute(schedule: str, steps: int, train_sigmas: Tensor, *, discard_penultimate: bool = False,

@@ -93,6 +93,10 @@ def laplace(n: int, r: Any, mu: float = 0.0, beta: float = 0.5) -> Tensor:
     """"Laplace": Hang et al. 2024 ("Improved Noise Schedule for Diffusion Training",
     arXiv:2407.03297): log sigma at the Laplace(mu, beta) quantiles of linspace(0, 1, n)
     (offset by 1e-5 against log 0, as ComfyUI and Forge do), clamped to [sigma_min, sigma_max]."""
+    if getattr(r, "flow_shift", None) is not None:
+        raise ValueError("the Laplace schedule spreads log sigma over the SD family's noise levels, not a "
+                         "flow model's (SD3, Flux), where half its steps would sit at sigma 1; use Simple, "
+                         "beta, Normal or Karras there")
     x = _lin(0, 1, n)
     lam = mu - beta * torch.sign(0.5 - x) * torch.log(1 - 2 * torch.abs(0.5 - x) + 1e-5)
     return torch.exp(lam).clamp(min=r.smin, max=r.smax)

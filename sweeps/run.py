@@ -109,7 +109,10 @@ class Sweep:
         self.load_seconds = time.perf_counter() - t0
         self.folder = GridFolder(opts.out, self.spec, self.resolved, self.model, opts.folder)
         cells = self.folder.cells
-        grids.validate(cells, opts.limits, self.model.default_size, self.model.vae_scale_factor)
+        from pipeline.flow_plan import check_cells, size_multiple
+
+        grids.validate(cells, opts.limits, self.model.default_size, size_multiple(self.model))
+        check_cells([c.spec for c in cells], self.model)
         sized = [c.spec.sized(self.model.default_size) for c in cells]
         box = (max(s.width for s in sized), max(s.height for s in sized))
         self.layout = replace(opts.layout, cell_size=box)

@@ -113,9 +113,10 @@ def test_labels(axis: str, value: object, text: str) -> None:
 
 
 def test_every_axis_has_a1111s_label() -> None:
+    # Shift and Distilled CFG Scale are Forge's (flow models), the others A1111's
     assert [t.label for t in AXES.values()] == [
-        "Sampler", "Schedule type", "Steps", "CFG Scale", "Seed", "Eta", "Sigma noise", "Prompt S/R",
-        "Negative prompt", "Size", "Checkpoint name"]
+        "Sampler", "Schedule type", "Steps", "CFG Scale", "Seed", "Eta", "Sigma noise", "Shift",
+        "Distilled CFG Scale", "Prompt S/R", "Negative prompt", "Size", "Checkpoint name"]
 
 
 @pytest.mark.parametrize(("axis", "text", "message"), [

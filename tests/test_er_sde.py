@@ -254,4 +254,7 @@ def test_eta_reaches_the_sampler_from_a_grid_cell():
     from grids.spec import GridSpec, expand
 
     cells = expand(GridSpec(sampler="ER-SDE", seed=1, eta=0.0, s_noise=1.0))
-    assert dict(cells[0].spec.sampler_options) == {"eta": 0.0, "s_noise": 1.0}
+    # only options that differ from the sampler's defaults are kept (as A1111 writes them)
+    assert dict(cells[0].spec.sampler_options) == {"eta": 0.0}
+    cells = expand(GridSpec(sampler="ER-SDE", seed=1, eta=0.5, s_noise=0.5))
+    assert dict(cells[0].spec.sampler_options) == {"eta": 0.5, "s_noise": 0.5}

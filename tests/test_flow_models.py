@@ -28,9 +28,13 @@ PIPES = {"sd3_path": StableDiffusion3Pipeline, "flux_path": FluxPipeline, "flux_
 MAX_MEAN_DIFF = 2 / 255
 
 
-def pipeline_image(which: str, path, spec, load: dict | None = None, **kw) -> np.ndarray:
-    """The family's own pipeline output for a cell, as floats in [0, 1] (H, W, 3)."""
+def pipeline_image(which: str, path, spec, load: dict | None = None, scheduler: dict | None = None,
+                   **kw) -> np.ndarray:
+    """The family's own pipeline output for a cell, as floats in [0, 1] (H, W, 3); `scheduler`:
+    config changes to its FlowMatchEulerDiscreteScheduler."""
     pipe = PIPES[which].from_pretrained(path, **(load or {}))
+    if scheduler:
+        pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config, **scheduler)
     pipe.set_progress_bar_config(disable=True)
     if which == "sd3_path":
         kw = {"guidance_scale": spec.cfg, "negative_prompt": spec.negative_prompt, **kw}
@@ -164,6 +168,22 @@ def test_native_euler_reproduces_the_pipeline(request, which, cfg, negative, sch
     assert mean_diff(ours.image, pipeline_image(which, path, spec, **kw)) < MAX_MEAN_DIFF
 
 
+@pytest.mark.parametrize("which,changes,pipeline_kw,scheduler", [
+    ("sd3_path", {"shift": 6.0}, {}, {"shift": 6.0}),
+    ("flux_path", {"guidance": 1.5}, {"guidance_scale": 1.5}, None),
+    # a fixed shift replaces Flux's resolution-dependent one
+    ("flux_path", {"shift": 2.0}, {}, {"use_dynamic_shifting": False, "shift": 2.0}),
+])
+def test_shift_and_guidance_settings_reproduce_the_pipeline(request, which, changes, pipeline_kw, scheduler):
+    path = request.getfixturevalue(which)
+    spec = replace(cell(path, sampler="Euler", steps=8, cfg=1.0), **changes)
+    ours, default = render([spec, cell(path, sampler="Euler", steps=8, cfg=1.0)])
+    assert ours.ok, ours.error
+    theirs = pipeline_image(which, path, spec, scheduler=scheduler, **pipeline_kw)
+    assert mean_diff(ours.image, theirs) < MAX_MEAN_DIFF
+    assert mean_diff(default.image, theirs) > 3 * MAX_MEAN_DIFF  # the setting mattered
+
+
 def test_flow_cell_is_the_same_alone_or_in_a_grid_with_sd_cells(sd_path, sd3_path, flux_path):
     """SD3, Flux and SD 1.x cells share one grid through the model axis; batching, neighbours
     and sizes do not change a cell's image."""
@@ -215,3 +235,20 @@ def test_single_file_flow_checkpoints_are_told_apart_by_their_keys():
     assert checkpoint_family(dev, "x") == ("flux", "flux-dev")
     # an SD UNet: not a flow transformer, left to the SD-family checks
     assert checkpoint_family({prefix + "input_blocks.0.0.weight"}, "x") is None
+
+
+@pytest.mark.parametrize("which,family", [("flux_path", "flux"), ("sd3_path", "sd3")])
+def test_flow_hub_id_loads_from_the_local_cache(request, which, family, tmp_path, monkeypatch):
+    import hashlib
+
+    from tests.test_models import _fake_hub_snapshot
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    source = request.getfixturevalue(which)
+    snap = _fake_hub_snapshot(tmp_path / "hf" / "hub", f"tiny-org/{family}", source)
+    model = load_model(f"tiny-org/{family}")
+    assert (model.family, model.path) == (family, snap)
+    weights = source / "transformer" / "diffusion_pytorch_model.safetensors"
+    assert model.model_hash == hashlib.sha256(weights.read_bytes()).hexdigest()[:10]  # the transformer's

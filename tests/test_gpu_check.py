@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import gpu_check, gpu_parts
+from bench import gpu_capacity, gpu_check
 
 ROOT = Path(__file__).resolve().parents[1]
 ITEMS = [f"{s}.{f}" for f in ("sd15", "sdxl") for s in ("grid", "memory", "throughput")] + \
@@ -22,8 +22,11 @@ ITEMS = [f"{s}.{f}" for f in ("sd15", "sdxl") for s in ("grid", "memory", "throu
 @pytest.mark.slow
 def test_smoke_run_has_every_section_with_numbers_and_the_same_images(tmp_path):
     out = tmp_path / "gpu"
+    # A generous budget: on a loaded CI machine the default 170 s could skip items, and this test checks
+    # what the items measure, not how fast (the smoke run takes 45-110 s on this 2-core machine).
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--smoke", "--out", str(out),
-                           "--threads", "1"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+                           "--threads", "1", "--budget", "540"], capture_output=True, text=True, timeout=900,
+                          cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "gpu_check.json").read_text(encoding="utf-8"))
     assert [i["item"] for i in report["items"]] == ITEMS
@@ -60,11 +63,19 @@ def test_smoke_run_has_every_section_with_numbers_and_the_same_images(tmp_path):
         assert [b["rows"] for b in throughput["batches"]] == [1, 2, 8, 16, 32]
         assert all(b["ms_per_row"] > 0 for b in throughput["batches"])
 
-    support = gpu_parts.flow_support()
+    support = gpu_capacity.flow_support()
     for family in ("sd3", "flux"):
         flow = report["flow"][family]
         if support["supported"]:
             assert flow["status"] == "ok", flow
+            grid = flow["grid"]  # the engine's flow path against the family's own pipeline
+            assert grid["status"] == "ok" and grid["speedup"] > 0, grid
+            assert grid["same_images"]["ok"] and grid["same_images"]["tolerance"] == 2 / 255
+            assert grid["engine"]["model_rows"] == grid["per_cell"]["model_rows"]
+            assert grid["engine"]["model_calls"] < grid["per_cell"]["model_calls"]
+            peaks = [b["peak_mib"] for b in flow["memory"]["batches"]]
+            assert 0 < peaks[0] < peaks[1] < peaks[2] and flow["memory"]["fit"]["per_row_mib"] > 0
+            assert [b["rows"] for b in flow["throughput"]["batches"]] == [1, 2, 8]
         else:
             assert flow["status"] == "skipped" and flow["reason"] == gpu_check.FLOW_UNSUPPORTED
     summary = (out / "summary.md").read_text(encoding="utf-8")
@@ -110,15 +121,3 @@ def test_an_item_gets_at_most_what_is_left_of_the_run_and_none_when_it_is_spent(
     run.item("grid", "sdxl", lambda clock, out: called.append(1))
     assert not called and run.report["grid"]["sdxl"]["status"] == "skipped"
     assert "not started" in run.report["grid"]["sdxl"]["reason"]
-
-
-@pytest.mark.parametrize("kind", ["sd3-tiny", "flux-tiny"])
-def test_flow_transformers_are_measured_like_the_unets(kind):
-    """The flow section's code path, run here even though this build's engine may not run flow models."""
-    out: dict = {}
-    clock = gpu_parts.Clock(time.monotonic() + 60)
-    gpu_parts.flow_item(kind, torch.device("cpu"), torch.float32, 64, 8, (1, 2, 4), (1, 2), 0.01, clock, out)
-    peaks = [b["peak_mib"] for b in out["memory"]["batches"]]
-    assert 0 < peaks[0] < peaks[1] < peaks[2] and out["memory"]["fit"]["per_row_mib"] > 0
-    assert [b["rows"] for b in out["throughput"]["batches"]] == [1, 2]
-    assert out["model"]["parameters"] > 0

@@ -11,6 +11,7 @@ import pytest
 import scipy.stats
 import torch
 
+import samplers
 from samplers import schedules as S
 
 TRAIN = S.train_sigmas()  # float32, as the app uses it
@@ -413,3 +414,87 @@ def test_schedule_options_do_not_apply_to_diffusers_samplers():
 
     with pytest.raises(ValueError, match="own sigmas.*rho"):
         samplers.sigmas("Karras", 10, TRAIN, sampler="Euler (diffusers)", rho=5)
+
+
+# --- flow models' tables (ComfyUI's schedulers on ModelSamplingDiscreteFlow) ----------------
+
+FLOW_SHIFTS = [1.0, 3.0, math.exp(1.15)]  # SD3 uses 3; Flux e^mu, at most e^1.15 by default
+
+
+def flow_shifted(t, shift):
+    return shift * t / (1 + (shift - 1) * t)
+
+
+@pytest.mark.parametrize("shift", FLOW_SHIFTS)
+@pytest.mark.parametrize("schedule", [s for s in S.SCHEDULES
+                                      if s not in ("Automatic", "Align Your Steps", "Laplace")])
+@pytest.mark.parametrize("steps", [1, 4, 20, 50])
+def test_every_schedule_type_runs_on_a_flow_table(schedule, steps, shift):
+    sig = S.compute(schedule, steps, samplers.flow_train_sigmas(shift), discard_penultimate=False)
+    assert float(sig[0]) <= 1 and bool((sig[1:] < sig[:-1]).all())
+    if schedule in ("beta", "ddim_uniform"):  # ComfyUI's: a step more or fewer at some counts
+        assert 0.8 * steps <= len(sig) - 1 <= 1.2 * steps + 1 and float(sig[-1]) == 0
+        return
+    assert len(sig) == steps + 1
+    # A1111's KL Optimal stops at sigma_min, as A1111 runs it
+    assert float(sig[-1]) > 0 if schedule == "KL Optimal" else float(sig[-1]) == 0
+
+
+@pytest.mark.parametrize("shift", FLOW_SHIFTS)
+@pytest.mark.parametrize("steps", [4, 20, 25, 50])
+def test_flow_simple_is_fluxs_shifted_linspace(shift, steps):
+    """Every N/n-th table entry from the top: shift(linspace(1, 1/n, n)), FluxPipeline's default."""
+    sig = S.compute("Simple", steps, samplers.flow_train_sigmas(shift))
+    t = torch.linspace(1, 1 / steps, steps, dtype=torch.float64)
+    torch.testing.assert_close(sig[:-1].double(), flow_shifted(t, shift), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("shift", FLOW_SHIFTS)
+@pytest.mark.parametrize("steps", [4, 28])
+def test_flow_normal_and_sgm_uniform_space_sigma_evenly_then_shift(shift, steps):
+    """ComfyUI: timestep(sigma) = 1000 sigma, sigma(timestep) = shift(timestep / 1000); the same
+    sigmas diffusers' SD3 scheduler runs by default (pipeline.flow_schedule.pipeline_sigmas)."""
+    from pipeline.flow_schedule import pipeline_sigmas
+
+    table = samplers.flow_train_sigmas(shift)
+    lo = float(table[0])
+    normal = S.compute("Normal", steps, table)
+    expected = flow_shifted(torch.linspace(1, lo, steps, dtype=torch.float64), shift)
+    torch.testing.assert_close(normal[:-1].double(), expected, rtol=1e-6, atol=0)
+    torch.testing.assert_close(normal.double(), pipeline_sigmas("sd3", steps, shift), rtol=1e-6, atol=0)
+    sgm = S.compute("SGM Uniform", steps, table)
+    expected = flow_shifted(torch.linspace(1, lo, steps + 1, dtype=torch.float64)[:-1], shift)
+    torch.testing.assert_close(sgm[:-1].double(), expected, rtol=1e-6, atol=0)
+    assert torch.equal(S.compute("Uniform", steps, table), normal)
+
+
+@pytest.mark.parametrize("steps", [5, 20])
+def test_flow_beta_reads_table_entries_at_the_beta_quantiles(steps):
+    table = samplers.flow_train_sigmas(3.0)
+    sig = S.compute("Beta", steps, table, alpha=0.6, beta=0.6)
+    q = 1 - np.arange(steps) / steps
+    idx = np.rint(scipy.stats.beta.ppf(q, 0.6, 0.6) * 999).astype(int)
+    assert sig[:-1].tolist() == table[idx].tolist()
+
+
+def test_flow_ranged_types_use_the_tables_ends():
+    table = samplers.flow_train_sigmas(3.0)
+    for schedule in ("Karras", "Exponential", "kl_optimal", "Polyexponential"):
+        sig = S.compute(schedule, 10, table)
+        assert float(sig[0]) == pytest.approx(1.0) and float(sig[-2]) == pytest.approx(float(table[0]))
+
+
+def test_flow_tables_refuse_align_your_steps_and_sigma_above_one():
+    table = samplers.flow_train_sigmas(3.0)
+    with pytest.raises(ValueError, match="flow models"):
+        S.compute("Align Your Steps", 10, table)
+    with pytest.raises(ValueError, match="not a flow model's"):
+        S.compute("Laplace", 10, table)
+    with pytest.raises(ValueError, match="at most 1"):
+        S.compute("Karras", 10, table, sigma_max=2.0)
+
+
+def test_a_table_ending_at_one_that_is_not_a_flow_table_is_refused():
+    fake = torch.linspace(0.5, 1.0, 1000)
+    with pytest.raises(ValueError, match="flow_train_sigmas"):
+        S.compute("Normal", 10, fake)

@@ -54,9 +54,9 @@ def t5_tokenizer() -> T5Tokenizer:
     return T5Tokenizer(vocab=vocab, extra_ids=0)
 
 
-def _t5(tok: T5Tokenizer) -> T5EncoderModel:
+def _t5(tok: T5Tokenizer, d_model: int = T5_HIDDEN) -> T5EncoderModel:
     return T5EncoderModel(T5Config(
-        vocab_size=len(tok), d_model=T5_HIDDEN, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+        vocab_size=len(tok), d_model=d_model, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
         relative_attention_num_buckets=8, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
         decoder_start_token_id=0, feed_forward_proj="gated-gelu", is_encoder_decoder=False))
 

@@ -38,8 +38,8 @@ _LOCK = threading.Lock()
 # Settings fields in the order the page passes its controls; "samplers" comes
 # from one checklist per sampler group and is handled apart.
 FIELDS = ("prompt", "negative_prompt", "model", "steps", "schedule", "cfg", "eta", "eta_ddim", "s_noise",
-          "width", "height", "seed", "x_axis", "x_values", "y_axis", "y_values", "z_axis", "z_values",
-          "vary_seeds", "accurate_reference", "overlay")
+          "shift", "guidance", "width", "height", "seed", "x_axis", "x_values", "y_axis", "y_values",
+          "z_axis", "z_values", "vary_seeds", "accurate_reference", "overlay")
 
 
 def settings_from(values: list[Any]) -> Settings:
@@ -76,6 +76,21 @@ def _whole(name: str, value: Any) -> int:
         return int(value or 0)
     except (TypeError, ValueError, OverflowError):
         raise gr.Error(f"{name} must be a whole number of pixels, got {value!r}") from None
+
+
+def model_controls(model: Any, grouped: dict[str, list[str]]) -> tuple[bool, bool, dict[str, list[Any]]]:
+    """What the page shows for the loaded model: the Shift control (flow models), the Distilled CFG
+    Scale control (models with a guidance embedding, FLUX.1-dev) and each sampler group's choices,
+    where a sampler refused on this model is marked (label, name) so that it reads as not usable."""
+    flow = getattr(model, "flow", None)
+    choices: dict[str, list[Any]] = {g: list(names) for g, names in grouped.items()}
+    if flow is not None:
+        import samplers
+
+        for group, names in grouped.items():
+            choices[group] = [name if samplers.info(name).supports_flow else
+                              (f"{name} ⛔ not on {model.family} models", name) for name in names]
+    return flow is not None, bool(flow and flow.guidance_embeds), choices
 
 
 def random_seed() -> int:

@@ -128,6 +128,11 @@ def _controls(config: AppConfig, d: Settings, groups: dict[str, list[str]]) -> d
                                       info="0: deterministic DDIM (A1111's default); 1: DDPM-like")
         with gr.Row():
             c["s_noise"] = gr.Slider(0, 2, d.s_noise, step=0.01, label="Sigma noise (s_noise)")
+        with gr.Row():  # flow models only (SD3, Flux): shown once such a model is loaded
+            c["shift"] = gr.Slider(0, 10, d.shift, step=0.05, visible=False,
+                                   label="Shift (flow models; 0 = the model's own)")
+            c["guidance"] = gr.Slider(0, 10, d.guidance, step=0.1, visible=False,
+                                      label="Distilled CFG Scale (Flux dev; 0 = 3.5)")
         with gr.Row():
             c["width"] = gr.Slider(0, 2048, d.width, step=8, label="Width (0 = model default)")
             c["height"] = gr.Slider(0, 2048, d.height, step=8, label="Height (0 = model default)")
@@ -240,6 +245,9 @@ def _wire(demo: gr.Blocks, config: AppConfig, models: ModelHolder, groups: dict[
                               concurrency_limit=config.concurrency, api_visibility="private",
                               show_progress="hidden")
     gen.then(None, r["query"], None, js=SET_URL_JS)
+    model_outputs = [c["shift"], c["guidance"], *(c[f"group:{g}"] for g in GROUPS)]
+    gen.then(lambda: _model_controls(models, groups), None, model_outputs, queue=False,
+             api_visibility="private")
     c["stop"].click(_stop, None, r["progress"], queue=False, api_visibility="private")
     c["dice"].click(h.random_seed, None, c["seed"], queue=False, api_visibility="private")
     c["preset"].input(lambda name: h.apply_preset(name, groups), c["preset"],
@@ -261,7 +269,8 @@ def _wire(demo: gr.Blocks, config: AppConfig, models: ModelHolder, groups: dict[
                     api_visibility="private").then(None, r["query"], r["link"], js=COPY_LINK_JS)
     api["button"].click(_api_render(config, models), api["spec"], [api["image"], api["manifest"]],
                         api_name="render", concurrency_id="render", concurrency_limit=config.concurrency)
-    timer.tick(lambda: _status(models), None, [status, timer], api_visibility="private")
+    timer.tick(lambda: _status(models), None, [status, timer], api_visibility="private").then(
+        lambda: _model_controls(models, groups), None, model_outputs, queue=False, api_visibility="private")
     demo.load(_restore(groups), None, [*controls, r["notice"], r["autorun"]],
               api_visibility="private").then(
         generate_from_link, [r["autorun"], *controls], result_outputs, concurrency_id="render",
@@ -276,6 +285,15 @@ def _status(models: ModelHolder) -> tuple[str, Any]:
     text = models.status()
     busy = "loading" in text or "not loaded" in text
     return text, gr.Timer(active=busy)
+
+
+def _model_controls(models: ModelHolder, groups: dict[str, list[str]]) -> list[Any]:
+    """Show Shift / Distilled CFG Scale for the loaded flow model and mark the samplers it refuses."""
+    from pipeline.models import loaded_model  # the model is loaded by now (torch already imported)
+
+    show_shift, show_guidance, choices = h.model_controls(loaded_model(), groups)
+    return [gr.Slider(visible=show_shift), gr.Slider(visible=show_guidance),
+            *(gr.CheckboxGroup(choices=choices[g]) for g in GROUPS)]
 
 
 def _restore(groups: dict[str, list[str]]):

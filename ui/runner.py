@@ -110,7 +110,10 @@ class GridJob:
             self.config.check_prompts(cell.spec.prompt, cell.spec.negative_prompt)
         self.config.check_labels([label for _, axis in self.resolved.axes() for label in axis.labels()])
         model = self.models.load(self.resolved.model)
-        grids.validate(self.cells, self.config.limits, model.default_size, model.vae_scale_factor)
+        from pipeline.flow_plan import check_cells, size_multiple  # torch-side; the model is loaded now
+
+        grids.validate(self.cells, self.config.limits, model.default_size, size_multiple(model))
+        check_cells([c.spec for c in self.cells], model)
         for size in {(s.width, s.height) for s in (c.spec.sized(model.default_size) for c in self.cells)}:
             self.config.check_cell_size(*size, model.default_size)
         self.layout = LayoutOptions(max_megapixels=self.config.limits.max_megapixels, overlay=self.overlay,

@@ -12,7 +12,8 @@ Decisions:
   that sampler converging, or not, left to right), no Z.
 - A setting that is not on an axis uses its control's value; a sampler or steps
   not on an axis uses the first one chosen.
-- Width/height 0 means "the model's default size".
+- Width/height 0 means "the model's default size"; so does 0 for Shift and Distilled CFG Scale
+  (flow models: the model's own shift, Flux's 3.5), which a grid sends only when set.
 - Links carry a fixed seed: pressing Generate with seed -1 first draws one, so a
   shared link renders the same grid.
 - `from_query` never fails: a bad or unknown parameter keeps the default and adds
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 NO_AXIS = "Nothing"
 # The axes a user can pick, by A1111's labels, in the order the menus list them.
 AXIS_CHOICES = ("Sampler", "Steps", "Schedule type", "CFG Scale", "Seed", "Eta", "Sigma noise",
-                "Prompt S/R", "Negative prompt", "Size", "Checkpoint name")
+                "Prompt S/R", "Negative prompt", "Size", "Checkpoint name", "Shift", "Distilled CFG Scale")
 DEFAULT_SAMPLERS = ("Euler", "Euler a", "DPM++ 2M", "DPM++ 2M SDE", "Heun", "UniPC")
 
 
@@ -51,6 +52,8 @@ class Settings:
     eta: float = 1.0
     eta_ddim: float = 0.0
     s_noise: float = 1.0
+    shift: float = 0.0
+    guidance: float = 0.0
     width: int = 0
     height: int = 0
     seed: int = 1234
@@ -83,7 +86,8 @@ class Settings:
             negative_prompt=self.negative_prompt, width=self.width or None, height=self.height or None,
             seed=int(self.seed), cfg=float(self.cfg), sampler=fixed_sampler, schedule=self.schedule,
             steps=step_values[0], eta=float(self.eta), eta_ddim=float(self.eta_ddim),
-            s_noise=float(self.s_noise),
+            s_noise=float(self.s_noise), shift=float(self.shift) or None,
+            guidance=float(self.guidance) or None,
             vary_seeds=bool(self.vary_seeds),
             **{pos: self._axis(pos, label, text) for pos, (label, text) in positions.items()})
 
@@ -168,11 +172,12 @@ class Settings:
 
 _KEYS = {"prompt": "prompt", "negative_prompt": "neg", "model": "model", "samplers": "sampler",
          "steps": "steps", "schedule": "schedule", "cfg": "cfg", "eta": "eta", "eta_ddim": "eta_ddim",
-         "s_noise": "s_noise",
+         "s_noise": "s_noise", "shift": "shift", "guidance": "guidance",
          "width": "w", "height": "h", "seed": "seed", "x_axis": "x", "x_values": "xv", "y_axis": "y",
          "y_values": "yv", "z_axis": "z", "z_values": "zv", "vary_seeds": "vary_seeds",
          "accurate_reference": "ref", "overlay": "overlay"}
-_NUMBERS = {"cfg": (0.0, 100.0), "eta": (0.0, 10.0), "eta_ddim": (0.0, 10.0), "s_noise": (0.0, 10.0)}
+_NUMBERS = {"cfg": (0.0, 100.0), "eta": (0.0, 10.0), "eta_ddim": (0.0, 10.0), "s_noise": (0.0, 10.0),
+            "shift": (0.0, 100.0), "guidance": (0.0, 100.0)}
 _SIDES = {"width", "height"}
 _MAX_TEXT = 4000
 
@@ -235,5 +240,5 @@ def _example(axis: str) -> str:
     return {"cfg": "3, 5, 7.5", "seed": "1, 2, 3", "eta": "0, 0.5, 1", "s_noise": "0.9, 1, 1.1",
             "schedule": "Karras, Exponential", "prompt_sr": "face, cat, dog",
             "negative_prompt": '"", blurry', "size": "512x512, 768x512",
-            "model": "builtin"}.get(axis, "1, 2, 3")
+            "model": "builtin", "shift": "1, 3, 6", "guidance": "2, 3.5, 5"}.get(axis, "1, 2, 3")
 
