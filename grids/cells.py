@@ -75,8 +75,7 @@ class CellSpec:
         """Model rows evaluated: denoiser calls, twice when CFG > 1 (the engine then runs
         the unconditional half too, as diffusers does; at cfg <= 1 it runs only one) and
         always twice for a CFG++ sampler, which needs the unconditional estimate at any cfg."""
-        both = self.cfg > 1.0 or samplers.info(self.sampler).cfg_pp
-        return self.denoiser_calls() * (2 if both else 1)
+        return self.denoiser_calls() * samplers.info(self.sampler).rows_per_call(self.cfg)
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,11 @@ class SamplerInfo:
         """Whether the sampler runs on the SD family's (variance-exploding) models."""
         return self.flow_form != "flow-only"
 
+    def rows_per_call(self, cfg: float) -> int:
+        """Model rows one denoiser call costs at guidance scale `cfg`: 2 when the unconditional
+        half runs (cfg > 1, as diffusers does; a CFG++ sampler at any cfg), else 1."""
+        return 2 if cfg > 1.0 or self.cfg_pp else 1
+
 
 _REGISTRY: dict[str, SamplerInfo] = {}
 

@@ -212,6 +212,9 @@ def test_app_drop_fills_in_the_controls():
     assert (s.prompt, s.seed, s.width, s.cfg, s.schedule) == \
         ("a lighthouse at dusk", 156680208700286, 1024, 8.0, "beta")
     assert s.samplers == ("Euler", "Euler a")  # the image's sampler beside the one already checked
-    assert s.steps == "12, 25, 50"
+    assert s.steps == "12, 25, 50" and s.model == "sd_xl_base_1.0"
+    # public mode offers only its own models: the image's is left out
+    public = handlers.settings_from(handlers.settings_from_png(f.name, values, groups, ("builtin",)))
+    assert public.model == "builtin" and public.prompt == "a lighthouse at dusk"
 
 

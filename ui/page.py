@@ -254,7 +254,8 @@ def _wire(demo: gr.Blocks, config: AppConfig, models: ModelHolder, groups: dict[
                       [*(c[f"group:{g}"] for g in GROUPS), c["steps"], c["schedule"]], queue=False,
                       api_visibility="private")
     c["quick_steps"].input(lambda v: v, c["quick_steps"], c["steps"], queue=False, api_visibility="private")
-    c["from_png"].upload(lambda path, *v: h.settings_from_png(path, list(v), groups),
+    allowed = tuple(config.models) if config.public else None
+    c["from_png"].upload(lambda path, *v: h.settings_from_png(path, list(v), groups, allowed),
                          [c["from_png"], *controls], controls, api_visibility="private")
     r["gallery"].select(_select_cell, r["run"], [r["cell_image"], r["cell_info"], r["snippet"],
                                                   r["workflow"], r["workflow_file"]],
