@@ -39,24 +39,29 @@ from pathlib import Path
 from typing import Any
 
 import grids
+from grids import defaults
 from grids.exports import ExportError
 from grids.layout import LayoutOptions
 from grids.outputs import FolderOptions, OutputFolderError, parse_formats
 from sweeps.run import Sweep, SweepOptions
 from sweeps.shards import DEFAULT_CHUNK
 
-# Without --spec the grid is sampler x steps, the comparison this tool exists for. A default
-# axis is left out when its setting is given as a flag (--sampler Euler means one sampler).
-DEFAULT_AXES = {"x": ("sampler", "DPM++ 2M, Euler a, Euler, DPM++ 2M SDE"), "y": ("steps", "10, 20, 30")}
+# Without --spec the grid is the app's default grid (grids.defaults): steps across, one row per
+# sampler, the same prompt, seed and CFG. A default axis is left out when its setting is given as
+# a flag (--sampler Euler means one sampler).
+DEFAULT_AXES = {"x": ("steps", defaults.STEPS), "y": ("sampler", ", ".join(defaults.SAMPLERS))}
+DEFAULT_FIELDS = {"prompt": defaults.PROMPT, "negative_prompt": defaults.NEGATIVE_PROMPT,
+                  "seed": defaults.SEED, "cfg": defaults.CFG}
 _FIELD_FLAGS = ("model", "prompt", "negative_prompt", "width", "height", "seed", "cfg", "sampler",
                 "schedule", "steps", "eta", "eta_ddim", "s_noise", "shift", "guidance",
                 "vary_seeds")
-EXAMPLES = """examples:
-  python cli.py grid --out out/first --prompt "a lighthouse at dusk"
-  python cli.py grid --model runwayml/stable-diffusion-v1-5 --out out/g --seed 1 \\
-      --x "sampler=Euler, Euler a, DPM++ 2M Karras" --y "steps=5-20 [4]"
-  python cli.py grid --spec out/g/spec.json --out out/again      # the same images again
-  python cli.py grid --out out/g --formats png,webp --animation --zip
+EXAMPLES = """examples (from the repository folder; `make run` or `make test` made .venv):
+  .venv/bin/python cli.py grid --out out/first          # the app's default grid, built-in model
+  .venv/bin/python cli.py grid --model stable-diffusion-v1-5/stable-diffusion-v1-5 --out out/g \\
+      --prompt "a lighthouse at dusk" --seed 1 --x "sampler=Euler, Euler a, DPM++ 2M Karras" \\
+      --y "steps=5-20 [4]"
+  .venv/bin/python cli.py grid --spec out/g/spec.json --out out/again   # the same images again
+  .venv/bin/python cli.py grid --out out/g --formats png,webp --animation --zip
 """
 
 
@@ -81,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("grid", help="render an X/Y/Z grid to a folder", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Render a seed-locked X/Y/Z grid. Flags override the spec's fields.")
-    g.add_argument("--spec", type=Path, help="grid spec JSON (default: sampler x steps with defaults)")
+    g.add_argument("--spec", type=Path,
+                   help="grid spec JSON (default: the app's default grid, steps x samplers)")
     g.add_argument("--out", type=Path, required=True, help="folder to write the grid into")
     for name, kind, text in (
             ("model", str, 'diffusers folder, .safetensors file, hub id, or "builtin"'),
@@ -155,6 +161,15 @@ def _axis_flag(pos: str, text: str) -> dict[str, str] | None:
     return {"axis": name.strip(), "values": values}
 
 
+def _axis_name(text: str) -> str | None:
+    """The setting an --x/--y/--z flag varies, in the spec's words ("Sampler" -> "sampler")."""
+    name = text.partition("=")[0].strip()
+    try:
+        return grids.canonical_axis(name) if name and "=" in text else None
+    except grids.AxisError:
+        return None  # _axis_flag / the spec say what is wrong with it
+
+
 def _read_spec(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -170,8 +185,14 @@ def build_spec(args: argparse.Namespace) -> grids.GridSpec:
     if args.spec is not None:
         data = _read_spec(args.spec)
     else:
-        data = {pos: {"axis": axis, "values": values} for pos, (axis, values) in DEFAULT_AXES.items()
-                if axis not in flags}
+        # the default axes not set by a flag, on the positions no --x/--y flag takes, in order:
+        # --x "sampler=..." puts the steps on Y
+        named = {_axis_name(getattr(args, pos)) for pos in "xyz" if getattr(args, pos) is not None}
+        wanted = [(axis, values) for axis, values in DEFAULT_AXES.values() if axis not in {*flags, *named}]
+        free = [pos for pos in DEFAULT_AXES if getattr(args, pos) is None]
+        data = {pos: {"axis": axis, "values": values}
+                for pos, (axis, values) in zip(free, wanted, strict=False)}
+        data.update(DEFAULT_FIELDS)
     if args.from_png is not None:
         data.update(_png_settings(args.from_png, data if args.spec is not None else None))
     data.update(flags)
@@ -309,7 +330,25 @@ def run_grid(args: argparse.Namespace) -> int:
     if outcome.failed and procs.is_main:
         sys.stderr.write(f"{outcome.failed} of {outcome.cells} cells failed; "
                          f"see {args.out / 'manifest.json'}\n")
+    if procs.is_main and outcome.manifest is not None:
+        print(summary_line(args.out, outcome.manifest, grid=not args.no_grid), flush=True)
     return 1 if outcome.failed else 0
+
+
+def summary_line(out: Path, manifest: dict[str, Any], grid: bool = True) -> str:
+    """One line for the end of a run: where the grid is and each sampler's verdict in short."""
+    series = (manifest.get("metrics") or {}).get("series") or []
+    settled = [f"{s['label']} (by {s['converged_at']} steps)" for s in series if s.get("converged_at")]
+    moving = [s["label"] for s in series if not s.get("converged_at") and s.get("metric")]
+    where = f"grid: {out / 'grid.png'}" if grid else f"cells: {out / 'cells'}"
+    parts = [where]
+    if settled:
+        parts.append(f"converged: {', '.join(settled)}")
+    if moving:
+        parts.append(f"not converged: {', '.join(moving)}")
+    if not settled and not moving:
+        parts.append("no verdicts (a series needs two step counts)")
+    return "; ".join(parts) + f" (details: {out / 'metrics.csv'})"
 
 
 def _plan_line(sweep: Sweep) -> str:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.models import FLOW_CONFIGS, _seeded_on, build_flow_transformer
+from bench.models import FLOW_CONFIGS, _seeded_on
 from grids.cells import CellSpec
 from pipeline.engine import RunOptions
 from pipeline.flow_denoiser import unpack
@@ -101,6 +101,8 @@ def build_flow_pipeline(family: str, device: torch.device, tokenizer_dir: Path) 
         AutoencoderKL,
         FlowMatchEulerDiscreteScheduler,
         FluxPipeline,
+        FluxTransformer2DModel,
+        SD3Transformer2DModel,
         StableDiffusion3Pipeline,
     )
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
@@ -109,7 +111,8 @@ def build_flow_pipeline(family: str, device: torch.device, tokenizer_dir: Path) 
     from tests.tiny_models import _text_config, _tokenizer
 
     kind = family if device.type == "cuda" else f"{family}-small"
-    net = build_flow_transformer(kind, device)
+    with _seeded_on(device):
+        net = (FluxTransformer2DModel if family == "flux" else SD3Transformer2DModel)(**FLOW_CONFIGS[kind])
     cfg = net.config
     tok, tok_t5 = _tokenizer(tokenizer_dir), t5_tokenizer()
     with _seeded_on(device):

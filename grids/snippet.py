@@ -16,6 +16,13 @@ the diffusers scheduler overview) with the flags of the schedule type that ran
 (SCHEDULE_FLAGS); that is diffusers' take on the sampler — a close image, not the same one.
 Samplers with no diffusers scheduler (DPM++ 2S a, DPM fast, DPM adaptive, Restart, ...) and
 settings diffusers cannot express get no script.
+
+Flow models (family "sd3" / "flux"): StableDiffusion3Pipeline / FluxPipeline with the cell's shift
+(a fixed shift replaces Flux's dynamic one), CFG (Flux: true_cfg_scale with the negative prompt,
+only above 1) and Flux's distilled guidance. Their diffusers flow schedulers give the same image;
+native Euler on Automatic is the pipeline's own default and on Simple the pipeline run with
+sigmas = linspace(1, 1/N, N) (both the same image, tested); other native samplers have no
+diffusers form on flow models.
 """
 
 from __future__ import annotations
@@ -38,7 +45,9 @@ _SCHEDULE_KEYS = {key for flags in diffusers_adapter.SCHEDULE_FLAGS.values() for
 _CALL_OPTIONS = {("DDIM", "eta"): "eta"}
 _SINGLE_FILE = (".safetensors", ".ckpt")
 _PIPELINES = {"sd1": "StableDiffusionPipeline", "sd2": "StableDiffusionPipeline",
-              "sdxl": "StableDiffusionXLPipeline"}
+              "sdxl": "StableDiffusionXLPipeline", "sd3": "StableDiffusion3Pipeline", "flux": "FluxPipeline"}
+FLOW_FAMILIES = ("sd3", "flux")
+_FLOW_CLASSES = ("FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler")
 
 
 class NoDiffusersEquivalent(ValueError):
@@ -119,6 +128,36 @@ def _native_cell(info: samplers.SamplerInfo, schedule: str, cell: CellSpec) -> S
     return SchedulerChoice(class_name, config, call_options, same_image=False)
 
 
+def flow_scheduler(cell: CellSpec, family: str) -> SchedulerChoice:
+    """The diffusers scheduler that renders a flow-model cell (see the module docstring)."""
+    try:
+        info, implied = samplers.resolve(cell.sampler)
+    except ValueError as err:
+        raise NoDiffusersEquivalent(str(err)) from err
+    if info.family == "diffusers":
+        schedule = implied if cell.schedule == "Automatic" and implied else cell.schedule
+        choice = _adapter_cell(info, schedule, cell)
+        if choice.class_name not in _FLOW_CLASSES and not choice.config.get("use_flow_sigmas"):
+            raise NoDiffusersEquivalent(f"{cell.sampler} is an SD-family scheduler; it does not run on "
+                                        f"{family} models")
+    elif info.name == "Euler" and cell.schedule in ("Automatic", "Simple") and not cell.sampler_options:
+        call = {}
+        if cell.schedule == "Simple" and family == "sd3":  # Flux's default is Simple already
+            call["sigmas"] = [1 - i / cell.steps for i in range(cell.steps)]
+        choice = SchedulerChoice("FlowMatchEulerDiscreteScheduler", {}, call, same_image=True)
+    else:
+        raise NoDiffusersEquivalent(f"diffusers has no scheduler that runs {info.name} on {cell.schedule} "
+                                    f"on {family} models (Euler on Automatic or Simple does)")
+    if cell.shift is not None:
+        fixed = {"shift": float(cell.shift)} if choice.class_name in _FLOW_CLASSES \
+            else {"flow_shift": float(cell.shift)}
+        if family == "flux":
+            fixed["use_dynamic_shifting"] = False
+        choice = SchedulerChoice(choice.class_name, {**choice.config, **fixed}, choice.call_options,
+                                 choice.same_image)
+    return choice
+
+
 def _init_keys(class_name: str) -> set[str]:
     import diffusers
 
@@ -138,10 +177,11 @@ def diffusers_snippet(cell: CellSpec, model_name: str, family: str | None = None
     """A runnable Python script that renders `cell` with diffusers, or None (see
     snippet_unavailable_reason). `model_name` is what from_pretrained / from_single_file loads
     (a hub id, a folder, a .safetensors file; "builtin" is this app's assets/builtin folder);
-    `family` ("sd1", "sd2", "sdxl") picks the pipeline class, else AutoPipelineForText2Image.
+    `family` ("sd1", "sd2", "sdxl", "sd3", "flux") picks the pipeline class, else
+    AutoPipelineForText2Image.
     """
     try:
-        choice = diffusers_scheduler(cell)
+        choice = flow_scheduler(cell, family) if family in FLOW_FAMILIES else diffusers_scheduler(cell)
     except NoDiffusersEquivalent:
         return None
     pipeline, load = _loader(model_name, family)
@@ -159,7 +199,7 @@ def diffusers_snippet(cell: CellSpec, model_name: str, family: str | None = None
         *load,
         f"pipe.scheduler = {choice.class_name}.from_config({_arguments(choice.config)})",
         "image = pipe(",
-        *[f"    {line}," for line in _call_arguments(cell, choice)],
+        *[f"    {line}," for line in _call_arguments(cell, choice, family)],
         ").images[0]",
         'image.save("cell.png")',
     ]
@@ -197,11 +237,17 @@ def _arguments(config: dict[str, Any]) -> str:
     return ", ".join(["pipe.scheduler.config", *(f"{k}={v!r}" for k, v in config.items())])
 
 
-def _call_arguments(cell: CellSpec, choice: SchedulerChoice) -> list[str]:
-    args = [f"prompt={cell.prompt!r}",
-            f"negative_prompt={cell.negative_prompt or None!r}",
-            f"num_inference_steps={cell.steps}",
-            f"guidance_scale={float(cell.cfg)!r}"]
+def _call_arguments(cell: CellSpec, choice: SchedulerChoice, family: str | None = None) -> list[str]:
+    if family == "flux":  # CFG is true CFG (only above 1); guidance_scale is the distilled guidance
+        args = [f"prompt={cell.prompt!r}", f"num_inference_steps={cell.steps}",
+                f"guidance_scale={3.5 if cell.guidance is None else float(cell.guidance)!r}"]
+        if cell.cfg > 1:
+            args += [f"negative_prompt={cell.negative_prompt!r}", f"true_cfg_scale={float(cell.cfg)!r}"]
+    else:  # SD3 encodes "" for no negative prompt, as the SD family does
+        args = [f"prompt={cell.prompt!r}",
+                f"negative_prompt={cell.negative_prompt or None!r}",
+                f"num_inference_steps={cell.steps}",
+                f"guidance_scale={float(cell.cfg)!r}"]
     if cell.width and cell.height:
         args += [f"width={cell.width}", f"height={cell.height}"]
     args += [f"{k}={v!r}" for k, v in choice.call_options.items()]

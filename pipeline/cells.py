@@ -14,6 +14,8 @@ import samplers
 from pipeline.denoiser import Row
 from samplers.protocol import step_of
 
+STOPPED = "stopped by the user"  # the start of a stopped cell's error (render.py, the app read it)
+
 
 @dataclass
 class CellResult:
@@ -129,6 +131,13 @@ class CellState:
                 self.stop("the sampler's result is NaN or inf")
         except (ValueError, FloatingPointError, RuntimeError) as err:
             self.stop(f"the sampler failed: {err}")
+
+    def stop_by_user(self) -> None:
+        """Stopped from outside (Stop, Ctrl-C): the reason says how far the cell got; its previews
+        stay, so the app can show the cell's last denoised estimate, marked unfinished."""
+        steps = len(self.sigmas) - 1
+        done = step_of(float(self.request[1]), self.sigmas) - 1 if self.request is not None else 0
+        self.stop(f"{STOPPED} at step {min(done, steps)} of {steps}")
 
     def stop(self, reason: str) -> None:
         self.error = self.error or reason

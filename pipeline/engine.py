@@ -95,6 +95,7 @@ class TickLoop:
         self.options = options
         self.progress = progress
         self.model_calls = 0  # batched UNet calls made, for the benchmark
+        self.stopped: list[CellState] = []  # cells a stop cut short (not delivered through on_cell)
 
     def run(self, states: list[CellState]) -> None:
         dead = [s for s in states if not s.alive]  # failed (or finished) on their very first step
@@ -107,7 +108,8 @@ class TickLoop:
         while live:
             if self.options.should_stop and self.options.should_stop():
                 for s in live:
-                    s.stop("stopped by the user")
+                    s.stop_by_user()
+                self.stopped = live
                 return
             max_rows = self._tick(live, max_rows)
             done = [s for s in live if not s.alive]

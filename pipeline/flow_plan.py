@@ -17,11 +17,13 @@ from typing import Any
 from torch import Tensor
 
 import samplers
+from grids.limits import SpecError
 from pipeline.flow_schedule import check_shift, model_shift, pipeline_sigmas, train_sigmas
 
 
-class FlowOptionError(ValueError):
-    """A flow-only setting on a model that does not take it (or the reverse), or a bad value."""
+class FlowOptionError(SpecError):
+    """A flow-only setting on a model that does not take it (or the reverse), or a bad value: bad
+    input, reported as the grid's other spec errors are (a ValueError)."""
 
 
 def cell_flow_settings(spec: Any) -> tuple[float | None, float | None]:

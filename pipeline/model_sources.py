@@ -104,7 +104,7 @@ def _not_cached(repo: str) -> ModelLoadError:
     return ModelLoadError(
         f"model {repo!r} is not in the local Hugging Face cache ({_hub_cache_dir() or 'default HF_HOME'}) "
         f"and cannot be downloaded now ({why}). On a machine with network run "
-        f"`huggingface-cli download {repo}` and copy the cache here, or set HF_HOME to a cache that has it")
+        f"`hf download {repo}` and copy the cache here, or set HF_HOME to a cache that has it")
 
 
 def _hub_folder(repo: str) -> Path:
@@ -122,7 +122,7 @@ def _hub_folder(repo: str) -> Path:
                              "pipeline; download its .safetensors checkpoint and give that path") from err
     except RepositoryNotFoundError as err:
         raise ModelLoadError(f"hub repo {repo!r} does not exist or is gated (log in with "
-                             "`huggingface-cli login` if it is gated)") from err
+                             "`hf auth login` if it is gated)") from err
     cls = _pipeline_class(_read_index(index.parent), repo)
     try:
         # diffusers picks the files the pipeline needs (and falls back to the cache when offline).
@@ -246,7 +246,7 @@ def _checkpoint_shapes(path: Path, allow_pickle: bool) -> dict[str, Tensor]:
         from diffusers.loaders.single_file_utils import load_single_file_checkpoint
         return load_single_file_checkpoint(str(path))
     if path.suffix.lower() != ".safetensors":
-        raise ModelLoadError(f"{path.name} is not a model: expected a diffusers folder, a .safetensors "
+        raise ModelLoadError(f"{path} is not a model: expected a diffusers folder, a .safetensors "
                              "checkpoint or a hub id")
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -296,7 +296,7 @@ def _single_file_config(kind: str) -> str:
         what = "configs, text encoders and VAE" if flow else "configs"
         raise ModelLoadError(
             f"a single-file checkpoint needs the {what} of {repo!r}, which are not in the local "
-            f"Hugging Face cache; run `huggingface-cli download {repo}` with network, or pass "
+            f"Hugging Face cache; run `hf download {repo}` with network, or pass "
             "config=<a diffusers folder of the same architecture>") from err
 
 

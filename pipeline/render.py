@@ -16,7 +16,7 @@ from torch import Tensor
 import samplers
 from pipeline import prompts
 from pipeline.cache import CellCache
-from pipeline.cells import CellResult, CellState, Progress, RowConditioning
+from pipeline.cells import STOPPED, CellResult, CellState, Progress, RowConditioning
 from pipeline.decode import Decoder
 from pipeline.denoiser import ModelDenoiser
 from pipeline.engine import RunOptions, TickLoop, latent_noise
@@ -41,11 +41,7 @@ def cell_sigmas(spec: Any, model: LoadedModel) -> tuple[Tensor, dict[str, Any]]:
     info, implied = samplers.resolve(spec.sampler)
     options = dict(spec.sampler_options)
     if model.is_flow:
-        if info.family == "diffusers":
-            raise CellSetupError(f"{spec.sampler!r} is a diffusers sampler; diffusers samplers do not "
-                                 f"run on {model.family} models yet — use a native sampler such as Euler")
-        f = model.vae_scale_factor
-        return flow_sigmas(spec, model, spec.height // f, spec.width // f), options
+        return _flow_cell_sigmas(spec, model, info, implied, options)
     if info.family == "diffusers":
         schedule = implied if spec.schedule == "Automatic" and implied is not None else spec.schedule
         options = {**diffusers_adapter.schedule_overrides(schedule, info.name), **options,
@@ -56,6 +52,24 @@ def cell_sigmas(spec: Any, model: LoadedModel) -> tuple[Tensor, dict[str, Any]]:
         # every schedule type takes `family`; only Align Your Steps reads it
         sig = samplers.sigmas(spec.schedule, spec.steps, model.train_sigmas, sampler=spec.sampler,
                               family="SDXL" if model.family == "sdxl" else "SD1.5")
+    return sig.double(), options
+
+
+def _flow_cell_sigmas(spec: Any, model: LoadedModel, info: Any, implied: str | None,
+                      options: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
+    """A flow cell's sigmas: the native samplers' and FlowMatchEulerDiscreteScheduler's from
+    pipeline.flow_plan (Automatic = the model's own pipeline; the scheduler follows them as the
+    pipelines make it); the other diffusers flow schedulers' own spacing at the cell's shift."""
+    lh, lw = spec.height // model.vae_scale_factor, spec.width // model.vae_scale_factor
+    if info.family != "diffusers":
+        return flow_sigmas(spec, model, lh, lw), options
+    options = {**options, "scheduler_config": dict(model.scheduler_config)}
+    if info.fn.keywords.get("_class_name") == "FlowMatchEulerDiscreteScheduler":
+        return flow_sigmas(spec, model, lh, lw), options
+    schedule = implied if spec.schedule == "Automatic" and implied is not None else spec.schedule
+    options = {**diffusers_adapter.schedule_overrides(schedule, info.name), **options}
+    table = samplers.flow_train_sigmas(cell_shift(spec, model, lh, lw))
+    sig = samplers.sigmas("Automatic", spec.steps, table, sampler=info.name, sampler_options=options)
     return sig.double(), options
 
 
@@ -131,7 +145,7 @@ def render(cells: Sequence[Any], options: RunOptions | None = None, *,
         model_id = getattr(model, "identity", None)
         use_cache = cache is not None and model_id is not None
         sized = {i: cells[i].sized(model.default_size) for i in indices}
-        todo = []
+        todo, stopped = [], {}
         for i in indices:
             hit = cache.get(sized[i].key(), model_id) if use_cache else None
             if hit is None:
@@ -140,20 +154,24 @@ def render(cells: Sequence[Any], options: RunOptions | None = None, *,
                 cached = CellResult(**{**hit.__dict__, "spec": sized[i], "cached": True})
                 results[i] = _deliver(i, cached, options, progress, calls_made=0)
         if todo:
-            _render_model(model, model_id, sized, todo, options, progress, results)
+            stopped = _render_model(model, model_id, sized, todo, options, progress, results)
         if use_cache:
             for i in todo:
                 if results[i] is not None:
                     cache.put(sized[i].key(), results[i])
+        for i, result in stopped.items():  # never cached: a stop is not the cell's image
+            results[i] = result
     for i, spec in enumerate(cells):
         if results[i] is None:
             results[i] = CellResult(spec=spec, image=None, latents=None, model_calls=0, seconds=0.0,
-                                    error="stopped by the user")
+                                    error=f"{STOPPED} before it started")
     return results
 
 
 def _render_model(model: LoadedModel, model_id: str | None, cells, indices, options, progress,
-                  results) -> None:
+                  results) -> dict[int, CellResult]:
+    """Run `indices` on `model`, filling `results`; returns the cells a stop cut short (with the
+    previews they reached), which the caller adds after caching the finished ones."""
     conds = ConditioningCache(model)
     states = []
     for i in indices:
@@ -174,6 +192,11 @@ def _render_model(model: LoadedModel, model_id: str | None, cells, indices, opti
     loop_options = RunOptions(**{**options.__dict__, "on_cell": collect})
     loop = TickLoop(make_denoiser(model), Decoder(model.pipe), loop_options, progress)
     loop.run(states)
+    stopped = {}
+    for state in loop.stopped:
+        stopped[state.index] = state.result()
+        stopped[state.index].model_id = model_id
+    return stopped
 
 
 def make_denoiser(model: LoadedModel) -> ModelDenoiser:

@@ -2,16 +2,22 @@
 
 A sampler function has the signature::
 
-    def euler(x, sigmas, noise, *, option=default, ...):
-        for s, s_next in pairwise(sigmas):
+    def euler(x, sigmas, *, option=default, ...):
+        for s, s_next in pairwise(sigmas.tolist()):
             denoised = yield x, s          # "please denoise x at sigma s"
             x = x + (x - denoised) / s * (s_next - s)
         return x
 
-`x` has shape (B, ...) and lives in the variance-exploding ("k-diffusion")
-parametrisation x = data + sigma * eps. `sigmas` is a descending 1-D float
-tensor ending (usually) in 0. `noise` is the cell's own seeded noise source
-(`samplers.noise.CellNoise`). Each `yield` hands out ``(x, sigma)`` where sigma
+and takes, after x and sigmas, only the inputs it uses, by name: `noise` (the cell's noise,
+if it draws any) and `param` (the model parametrisation, `samplers.parametrisation`, if its
+flow form differs from its VE one); `samplers.run` passes them by the registry's record of
+the signature (`SamplerInfo.inputs`).
+
+`x` has shape (B, ...) and lives in the model's parametrisation: the variance-exploding
+("k-diffusion") x = data + sigma * eps of the SD family, or rectified flow's
+x = (1 - sigma) data + sigma * eps. `sigmas` is a descending 1-D float
+tensor ending (usually) in 0 (in [0, 1] on flow models). `noise` is the cell's own seeded
+noise source (`samplers.noise.CellNoise`). Each `yield` hands out ``(x, sigma)`` where sigma
 is a float or a 0-d tensor and receives the denoised estimate D(x; sigma) of the
 same shape as x. The generator's return value is the final sample.
 

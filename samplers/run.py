@@ -87,7 +87,7 @@ def start_generator(name: str, x: Tensor, sigmas: Tensor, noise: CellNoise, *,
 
 
 def sample(name: str, denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, seed: int = 0,
-           flow: bool = False, **options: Any) -> Tensor:
+           flow: bool = False, shift: float | None = None, **options: Any) -> Tensor:
     """Run sampler `name` from x (noise already scaled to sigmas[0]) along `sigmas`.
 
     `denoiser(x, sigma)` gets x of shape (B, ...) and sigma of shape (B,) and
@@ -95,10 +95,15 @@ def sample(name: str, denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, seed: in
     returns the pair (guided_x0, unconditional_x0). `sigmas` is used exactly as
     given. Noise comes only from `seed`: the same seed gives the same result, bit for bit.
     flow=True: the model is a rectified-flow one (x = (1 - sigma) x0 + sigma eps, sigmas
-    in [0, 1]); the sampler runs in its flow form (`samplers.FLOW`).
+    in [0, 1]); the sampler runs in its flow form (`samplers.FLOW`). shift (flow only) is
+    the model's timestep shift (`samplers.flow_train_sigmas`); it sets the SNR-safe first
+    sigma and a diffusers flow scheduler's shift.
     """
     sig = check_sigmas(sigmas)
+    if shift is not None and not flow:
+        raise ValueError("shift applies to flow models only; pass flow=True with it")
+    param = (FLOW if shift is None else FLOW.with_shift(shift)) if flow else VE
     noise = CellNoise(seed, *sigma_range(sig))
-    gen = start_generator(name, x, sig, noise, param=FLOW if flow else VE, **options)
+    gen = start_generator(name, x, sig, noise, param=param, **options)
     result, _calls = drive(gen, denoiser, sig, pairs=info(name).cfg_pp)
     return result

@@ -14,6 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from grids import defaults  # noqa: E402
 from scripts.served_app import serve_in_process  # noqa: E402
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, DONE  # noqa: E402
 from ui.config import AppConfig  # noqa: E402
@@ -33,13 +34,12 @@ def load_lazy_images(page) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs"))
-    parser.add_argument("--prompt", default="grinning face")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
     served = serve_in_process(AppConfig(out_root=Path(tempfile.mkdtemp(prefix="shots-"))), 300,
                               page_assets=True)
-    url = f"{served.url}?seed=3&prompt={args.prompt.replace(' ', '+')}"
+    url = f"{served.url}?seed={defaults.SEED}"  # the default grid (grids.defaults), rendered on load
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

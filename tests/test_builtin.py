@@ -103,3 +103,24 @@ def test_the_prompt_decides_the_colours():
                                                                  for p in prompts]))
     assert heart[0] - heart[1] > face[0] - face[1] + 40, (heart, face)  # red heart, yellow face
     assert bottle[1] > bottle[0] and face[0] > face[1], (bottle, face)  # green bottle
+
+
+def test_the_default_grid_shows_convergence_against_non_convergence(tmp_path, capsys):
+    """The defaults (grids.defaults; the app's page and the CLI without --spec share them) make the
+    point of the tool on the built-in model: every deterministic row converges, every ancestral
+    row does not. Run through the CLI, whose last line says where the grid is and the verdicts."""
+    import cli
+    from grids.spec import expand
+    from ui.settings import Settings
+
+    args = ["grid", "--out", str(tmp_path / "g"), "--quiet"]
+    assert [c.spec for c in expand(cli.build_spec(cli.build_parser().parse_args(args)))] == \
+        [c.spec for c in expand(Settings().to_spec())]  # one set of defaults
+    assert cli.main(args) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith(f"grid: {tmp_path / 'g' / 'grid.png'}; converged: "), line
+    verdicts = json.loads((tmp_path / "g" / "manifest.json").read_text())["metrics"]["series"]
+    converged = {s["sampler"]: s["converged_at"] is not None for s in verdicts}
+    assert converged == {"DPM++ 2M": True, "Euler": True, "Heun": True, "UniPC": True,
+                         "DPM++ 2S a": False, "Euler a": False}, verdicts
+    assert "not converged: DPM++ 2S a, Euler a (details:" in line

@@ -147,7 +147,7 @@ def test_failed_cells_exit_1_with_placeholders(sd_path, tmp_path, capsys):
     (["--x", "sampler=Euler, Eulr"], "error: X axis: unknown sampler 'Eulr' — did you mean"),
     (["--y", "steps"], "error: --y must look like AXIS=VALUES"),
     (["--width", "33"], "error: width 33 is not a multiple of 2 — try 32 or 34"),
-    (["--x", "seed=1-500"], "error: this grid has 1500 cells; the limit is 400"),
+    (["--x", "seed=1-500"], "error: this grid has 2000 cells; the limit is 400"),  # x 4 default steps
 ])
 def test_bad_input_exits_2_with_one_line(sd_path, tmp_path, capsys, extra, message):
     assert cli.main(grid_args(sd_path, tmp_path / "o", *extra)) == 2
@@ -179,9 +179,11 @@ def test_argparse_errors_are_one_line_exit_2(capsys):
 def test_flags_over_defaults_and_spec(tmp_path):
     parse = cli.build_parser().parse_args
     spec = cli.build_spec(parse(["grid", "--out", "o"]))
-    assert (spec.x.axis, spec.y.axis, spec.z) == ("sampler", "steps", None)
+    assert (spec.x.axis, spec.y.axis, spec.z) == ("steps", "sampler", None)  # as the app's page
     spec = cli.build_spec(parse(["grid", "--out", "o", "--sampler", "Euler a", "--cfg", "4"]))
-    assert spec.x is None and spec.y.axis == "steps" and spec.sampler == "Euler a" and spec.cfg == 4.0
+    assert spec.x.axis == "steps" and spec.y is None and spec.sampler == "Euler a" and spec.cfg == 4.0
+    spec = cli.build_spec(parse(["grid", "--out", "o", "--x", "sampler=Euler, Heun"]))
+    assert (spec.x.axis, spec.y.axis) == ("sampler", "steps")  # the default steps move to Y
     path = tmp_path / "s.json"
     path.write_text(json.dumps({"steps": 8, "x": {"axis": "cfg", "values": "3, 5"}}))
     spec = cli.build_spec(parse(["grid", "--spec", str(path), "--out", "o",
@@ -294,7 +296,7 @@ def test_no_grid_writes_cells_metrics_and_manifest(sd_path, tmp_path):
 @pytest.mark.parametrize("extra,message", [
     (["--chunk", "0"], "error: --chunk must be at least 1 cell, got 0"),
     (["--no-grid", "--animation"], "error: --animation draws grids; drop --no-grid or --animation"),
-    (["--max-cells", "3"], "error: this grid has 12 cells; the limit is 3"),
+    (["--max-cells", "3"], "error: this grid has 24 cells; the limit is 3"),  # the default grid
 ])
 def test_sweep_flags_refuse_bad_values(sd_path, tmp_path, capsys, extra, message):
     assert cli.main(grid_args(sd_path, tmp_path / "o", *extra)) == 2
@@ -328,3 +330,17 @@ def test_out_of_memory_even_one_image_at_a_time_is_one_line_not_a_traceback(sd_p
     assert err.startswith("error: ran out of memory even one image at a time — use a smaller size")
     assert "--dtype float16" in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (out / "manifest.json").exists()  # nothing claims to be complete
+
+
+def test_the_readme_and_help_show_commands_a_fresh_shell_can_run():
+    """`python cli.py` fails in a fresh shell (no venv on PATH): the README and --help say
+    `.venv/bin/python cli.py`, and name the same hub id."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    bare = [line for line in readme.splitlines()
+            if "python cli.py" in line and ".venv/bin/python" not in line]
+    assert not bare, bare
+    assert "python cli.py" not in cli.EXAMPLES.replace(".venv/bin/python cli.py", "")
+    hub_ids = set(__import__("re").findall(r"--model (\S+/\S+)", cli.EXAMPLES))
+    assert hub_ids and all(h in readme for h in hub_ids), hub_ids

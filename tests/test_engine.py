@@ -173,7 +173,8 @@ def test_stop_between_ticks_keeps_finished_cells(sd_path):
     results = render(grid, RunOptions(on_cell=lambda i, r: done.append(i),
                                       should_stop=lambda: bool(done)))
     assert results[0].ok
-    assert results[1].error == "stopped by the user" and results[1].image is None
+    assert results[1].error.startswith("stopped by the user at step ") and results[1].image is None
+    assert results[1].previews == {}  # none asked for; with preview_every the last ones stay
     assert results[1].model_calls <= 3
 
 

@@ -252,3 +252,48 @@ def test_flow_hub_id_loads_from_the_local_cache(request, which, family, tmp_path
     assert (model.family, model.path) == (family, snap)
     weights = source / "transformer" / "diffusion_pytorch_model.safetensors"
     assert model.model_hash == hashlib.sha256(weights.read_bytes()).hexdigest()[:10]  # the transformer's
+
+
+@pytest.mark.parametrize("which,family,changes", [
+    ("flux_path", "flux", {"cfg": 2.0, "negative_prompt": "a dog", "guidance": 2.0}),
+    ("sd3_path", "sd3", {"schedule": "Simple", "shift": 4.0}),
+])
+def test_flow_snippet_renders_the_same_image(request, which, family, changes, tmp_path, monkeypatch):
+    """The manifest's diffusers script for a flow cell (its pipeline, shift, CFG, guidance) runs and
+    gives the cell's image."""
+    from PIL import Image
+
+    from grids.snippet import diffusers_snippet
+
+    path = request.getfixturevalue(which)
+    spec = replace(cell(path, sampler="Euler", steps=8, cfg=1.0), **changes)
+    ours = render([spec])[0]
+    script = diffusers_snippet(spec, str(path), family)
+    assert f"from diffusers import FlowMatchEulerDiscreteScheduler, {PIPES[which].__name__}" in script
+    monkeypatch.chdir(tmp_path)
+    exec(compile(script, "snippet.py", "exec"), {})
+    theirs = np.asarray(Image.open(tmp_path / "cell.png"), dtype=np.float64) / 255
+    assert mean_diff(ours.image, theirs) < MAX_MEAN_DIFF
+    assert diffusers_snippet(replace(spec, sampler="DPM++ 2M"), str(path), family) is None
+
+
+@pytest.mark.parametrize("sampler", ["diffusers:FlowMatchEulerDiscreteScheduler", "Euler (diffusers, flow)"])
+@pytest.mark.parametrize("which,cfg", [("sd3_path", 4.0), ("flux_path", 1.0), ("flux_schnell_path", 1.0)])
+def test_diffusers_flow_euler_reproduces_the_pipeline_default(request, which, cfg, sampler):
+    """The pipelines' own scheduler through the adapter: SD3's own spacing, and FluxPipeline's
+    linspace(1, 1/N, N) shifted by exp(mu), which is not the scheduler's own spacing."""
+    path = request.getfixturevalue(which)
+    spec = cell(path, sampler=sampler, steps=8, cfg=cfg, negative="blurry" if cfg > 1 else "")
+    ours = render([spec])[0]
+    assert ours.ok, ours.error
+    assert mean_diff(ours.image, pipeline_image(which, path, spec)) < MAX_MEAN_DIFF
+
+
+def test_diffusers_flow_schedulers_run_in_a_flow_grid(flux_path):
+    from samplers.diffusers_adapter import FLOW_SUFFIX
+
+    names = ["Heun", "DPM++ 2M", "UniPC"]
+    results = render([cell(flux_path, sampler=f"{n}{FLOW_SUFFIX}", steps=6, cfg=1.0) for n in names]
+                     + [cell(flux_path, sampler="DPM++ 2M (diffusers)", steps=6, cfg=1.0)])
+    assert all(r.ok for r in results[:3]), [r.error for r in results]
+    assert not results[3].ok and "flow" in results[3].error  # an SD-family scheduler, refused

@@ -117,3 +117,24 @@ def test_app_shows_flow_controls_only_for_flow_models_and_marks_refused_samplers
     spec = Settings(shift=2.0, guidance=3.0).to_spec()
     assert (spec.shift, spec.guidance) == (2.0, 3.0)
     assert Settings.from_query({"shift": "2", "guidance": "3"})[0] == Settings(shift=2.0, guidance=3.0)
+
+
+@pytest.mark.parametrize("which,extra,message", [
+    ("sd_path", ["--shift", "3"], "error: shift only apply to flow models"),
+    ("sd_path", ["--x", "Distilled CFG Scale=2, 3.5"], "error: guidance only apply to flow models"),
+    ("flux_schnell_path", ["--guidance", "3.5"], "error: guidance (Flux's distilled guidance) needs a model"),
+    ("flux_path", ["--shift", "0"], "error: shift must be > 0"),
+    ("flux_path", ["--x", "shift=1, -2"], "error: X axis: shift must be > 0"),
+    ("flux_path", ["--width", "34"], "error: width 34 is not a multiple of 4 — try 32 or 36"),
+])
+def test_cli_refuses_bad_flow_input_in_one_line_before_writing(request, which, extra, message, tmp_path,
+                                                               capsys):
+    import cli
+    from tests.test_cli import grid_args
+
+    out, model = tmp_path / "o", request.getfixturevalue(which)
+    capsys.readouterr()  # building a tiny model prints progress
+    assert cli.main(grid_args(model, out, "--cfg", "1", *extra)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists()  # refused before anything was written

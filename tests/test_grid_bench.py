@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from PIL import Image
 
@@ -66,3 +67,19 @@ def test_unet_counter_counts_calls_and_rows_then_unwraps():
     counter.remove()
     unet(torch.zeros(1, 3))
     assert counter.calls == 2 and "forward" not in unet.__dict__
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_flow_bench_paths_give_the_same_images(family, tmp_path):
+    """--flow: the engine's Euler cells and one SD3 / Flux pipeline call per cell compute the same
+    images with the same transformer rows, the engine in fewer calls."""
+    out = tmp_path / "flow.json"
+    report = grid_bench.main(["--flow", family, "--steps", "2", "4", "--threads", "1", "--json", str(out)])
+    assert json.loads(out.read_text(encoding="utf-8"))["speedup"] == report["speedup"] > 0
+    same = report["same_images"]
+    assert same["ok"] and same["max_latent_diff"] < 1e-3 and same["max_pixel_diff"] <= 1
+    rows_per_call = 2 if family == "sd3" else 1  # SD3 at CFG 7 runs the unconditional half; Flux at CFG 1 not
+    assert report["per_cell"]["model_calls"] == 2 * (2 + 4)  # two rows (Automatic, Simple) x steps
+    assert report["per_cell"]["model_rows"] == report["engine"]["model_rows"] == rows_per_call * 12
+    assert report["engine"]["model_calls"] < report["per_cell"]["model_calls"]
+    assert report["grid"]["cells"] == 4 and report["target_speedup"] == 1.3

@@ -86,14 +86,47 @@ def test_stop_releases_the_work_within_one_tick_and_keeps_finished_cells(holder,
     assert started_after_stop.count(True) <= 1  # at most the tick already under way
     assert released_s < 10 and not RENDER_LOCK.locked() and "stop-session" not in handlers.JOBS
     last = snaps[-1]
-    assert last.done and last.status == "stopped — finished cells kept" and last.cells_done == 1
+    assert last.done and last.cells_done == 1
+    assert last.status.startswith("stopped — 1 of 2 cells finished and saved; the others show how far")
     finished, stopped = last.outputs.manifest["cells"]
     assert finished["error"] is None and finished["model_calls"] == 1
     data = (job.folder / finished["file"]).read_bytes()
     assert hashlib.sha256(data).hexdigest() == finished["sha256"]
-    assert stopped["error"] == "stopped by the user" and stopped["file"] is None
-    assert stopped["model_calls"] < 1000
+    assert stopped["model_calls"] < 1000 and stopped["file"] is None
+    assert stopped["error"] == f"stopped by the user at step {stopped['model_calls']} of 1000"
     assert (job.folder / "manifest.json").is_file() and (job.folder / "grid.png").is_file()
+    # the page's grid shows the unfinished cell's last preview where the file has a placeholder
+    shown, written = np.asarray(last.grid), np.asarray(last.outputs.grid)
+    assert shown.shape == written.shape and (shown != written).any()
+
+
+def test_stop_while_the_first_grid_waits_for_the_model_stops_that_grid(tmp_path: Path) -> None:
+    """The job is Stop-able from the moment Generate is pressed, not only once the model is in."""
+    import threading
+
+    from ui.settings import Settings
+
+    release = threading.Event()
+
+    class SlowHolder(ModelHolder):
+        def load(self, name: str):
+            release.wait(30)
+            return super().load(name)
+
+    slow = SlowHolder(AppConfig(out_root=tmp_path))
+    started: list = []
+    worker = threading.Thread(target=lambda: started.append(handlers.start_job(
+        Settings(samplers=("Euler",), steps="5"), slow.config, slow, "waiting-session")))
+    worker.start()
+    deadline = time.monotonic() + 10
+    while "waiting-session" not in handlers.JOBS and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "Stopping" in handlers.stop("waiting-session")  # not "Nothing is running."
+    release.set()
+    worker.join(60)
+    job, _settings = started[0]
+    last = list(handlers.run_job(job, "waiting-session"))[-1]
+    assert last.done and last.cells_done == 0 and last.status == "stopped; no cell had started"
 
 
 # ---------------------------------------------------------------- out of memory

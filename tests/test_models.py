@@ -193,7 +193,7 @@ def test_custom_code_component_is_refused(sd_path: Path, tmp_path: Path) -> None
 
 
 def test_hub_id_not_cached_offline(offline_cache: Path) -> None:
-    with pytest.raises(ModelLoadError, match="huggingface-cli download someone/some-model"):
+    with pytest.raises(ModelLoadError, match="`hf download someone/some-model`"):
         load_model("someone/some-model")
 
 

@@ -33,8 +33,9 @@ def test_a_job_streams_then_writes_every_file(holder: ModelHolder) -> None:
     out = last.outputs
     names = {p.name for p in out.files}
     assert {"grid.png", "bundle.zip", "animation.gif", "metrics.csv", "manifest.json", "spec.json"} <= names
-    assert len(out.gallery()) == 6 and all(Path(path).exists() for path, _ in out.gallery())
-    image, params, snippet, workflow, workflow_file = out.cell_view(0)
+    assert len(out.gallery()) == 6 and all(Path(path).exists() for path in out.gallery())
+    image, caption, params, snippet, workflow, workflow_file = out.cell_view(0)
+    assert caption == "Euler · Steps: 8" or caption.startswith("Euler")
     assert Path(image).exists() and "Sampler: Euler" in params and "Steps: 8" in params
     assert "EulerDiscreteScheduler" in snippet
     # beside them, the cell as a ComfyUI API-format prompt, to copy or to download

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import samplers
+from grids import defaults
 from grids.spec import SpecError
 from ui import catalogue
 from ui.config import AppConfig, ModelNotAllowedError
@@ -27,7 +29,7 @@ def test_default_grid_is_steps_across_and_one_row_per_sampler() -> None:
     spec = Settings().to_spec()
     assert spec.x.axis == "steps" and list(spec.x.values) == [5, 10, 20, 40]
     assert spec.y.axis == "sampler" and [v.sampler for v in spec.y.values] == list(Settings().samplers)
-    assert spec.z is None and spec.model == "builtin" and spec.seed == 1234
+    assert spec.z is None and spec.model == "builtin" and spec.seed == defaults.SEED
 
 
 def test_controls_not_on_an_axis_are_fixed_settings() -> None:
@@ -40,13 +42,13 @@ def test_controls_not_on_an_axis_are_fixed_settings() -> None:
 @pytest.mark.parametrize(("changes", "message"), [
     ({"samplers": ()}, "pick at least one sampler"),
     ({"steps": ""}, "type at least one step count"),
-    ({"steps": "5, ten"}, "Steps: steps: 'ten' is not a whole number"),
+    ({"steps": "5, ten"}, "Step counts: 'ten' is not a whole number"),  # not "Steps: steps: ..."
     ({"x_axis": "CFG Scale", "x_values": ""}, "X axis is CFG Scale: type its values in the X values box"),
-    ({"z_axis": "CFG Scale", "z_values": "3, abc"}, "Z axis: cfg: 'abc' is not a number"),
+    ({"z_axis": "CFG Scale", "z_values": "3, abc"}, "Z axis (CFG Scale): 'abc' is not a number"),
     ({"x_axis": "Sampler"}, "the sampler axis is on both X and Y"),
 ])
 def test_bad_controls_name_the_control_to_fix(changes: dict, message: str) -> None:
-    with pytest.raises(SpecError, match=message.replace("(", r"\(")):
+    with pytest.raises(SpecError, match=re.escape(message)):
         Settings(**changes).to_spec()
 
 
@@ -61,8 +63,22 @@ def test_link_round_trips_every_setting() -> None:
 
 
 def test_link_always_carries_the_seed_and_only_changed_settings() -> None:
-    assert Settings().to_query() == "seed=1234"
-    assert Settings(cfg=8.0).to_query() == "cfg=8&seed=1234"
+    assert Settings().to_query() == f"seed={defaults.SEED}"
+    assert Settings(cfg=8.0).to_query() == f"cfg=8&seed={defaults.SEED}"
+
+
+def test_the_checklist_order_is_the_grid_row_order_and_the_default_link_is_short() -> None:
+    """Samplers come in the menu's order whatever order they were ticked in, so the grid's rows
+    read as the checklist does, and the untouched default selection stays out of the link."""
+    values = values_from(Settings(), catalogue.grouped())
+    deterministic = len(FIELDS) + catalogue.GROUPS.index("Deterministic")
+    values[deterministic] = list(reversed(values[deterministic]))  # ticked bottom-up
+    settings = settings_from(values)
+    menu = [name for group in catalogue.GROUPS for name in catalogue.grouped()[group]]
+    assert list(settings.samplers) == sorted(settings.samplers, key=menu.index)
+    assert settings.samplers == defaults.SAMPLERS and settings.to_query() == f"seed={defaults.SEED}"
+    rows = [v.sampler for v in settings.to_spec().y.values]
+    assert rows == list(defaults.SAMPLERS)
 
 
 @settings(max_examples=60, deadline=None)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from ui.catalogue import GROUPS, PRESET_BY_NAME
+from ui.catalogue import GROUPS, PRESET_BY_NAME, grouped
 from ui.config import AppConfig
 from ui.models import ModelHolder
 from ui.settings import Settings
@@ -43,11 +43,17 @@ FIELDS = ("prompt", "negative_prompt", "model", "steps", "schedule", "cfg", "eta
 
 
 def settings_from(values: list[Any]) -> Settings:
-    """Settings from the page's control values: FIELDS then one sampler list per group."""
+    """Settings from the page's control values: FIELDS then one sampler list per group.
+
+    The samplers come in the menu's order (groups top to bottom, each in its listed order), not
+    the order they were ticked: the grid's rows then read as the checklist does, and the default
+    selection is the default (a link leaves it out)."""
     named = dict(zip(FIELDS, values[: len(FIELDS)], strict=True))
     chosen: list[str] = []
-    for group in values[len(FIELDS):]:
-        chosen.extend(group or [])
+    for group, picked in zip(GROUPS, values[len(FIELDS):], strict=False):
+        menu = grouped()[group]
+        picked = list(picked or [])
+        chosen.extend(sorted(picked, key=lambda s: menu.index(s) if s in menu else len(menu)))
     named["seed"] = _seed(named["seed"])
     for side in ("width", "height"):
         named[side] = _whole(side, named[side])
@@ -68,14 +74,14 @@ def _seed(value: Any) -> int:
     try:
         return int(float(value))
     except (TypeError, ValueError, OverflowError):
-        raise gr.Error(f"seed must be a whole number, got {value!r}") from None
+        raise user_error(f"seed must be a whole number, got {value!r}") from None
 
 
 def _whole(name: str, value: Any) -> int:
     try:
         return int(value or 0)
     except (TypeError, ValueError, OverflowError):
-        raise gr.Error(f"{name} must be a whole number of pixels, got {value!r}") from None
+        raise user_error(f"{name} must be a whole number of pixels, got {value!r}") from None
 
 
 def model_controls(model: Any, grouped: dict[str, list[str]]) -> tuple[bool, bool, dict[str, list[Any]]]:
@@ -102,7 +108,7 @@ def apply_preset(name: str, grouped: dict[str, list[str]]) -> list[Any]:
     """Sampler checklists, step counts and schedule for a preset."""
     preset = PRESET_BY_NAME.get(name)
     if preset is None:
-        raise gr.Error(f"unknown preset {name!r}")
+        raise user_error(f"unknown preset {name!r}")
     lists = [[s for s in preset.samplers if s in grouped[g]] for g in GROUPS]
     return [*lists, preset.steps, preset.schedule]
 
@@ -152,8 +158,12 @@ def progress_html(snap: Snapshot | None, message: str = "") -> str:
             f'<span class="sg-progress-text">{text}{status}</span></div>')
 
 
-def start_job(settings: Settings, config: AppConfig, models: ModelHolder) -> tuple[GridJob, Settings]:
-    """Check the settings and build the job; a random seed is fixed first so links reproduce."""
+def start_job(settings: Settings, config: AppConfig, models: ModelHolder,
+              session: str = "") -> tuple[GridJob, Settings]:
+    """Check the settings and build the job; a random seed is fixed first so links reproduce.
+
+    The job is registered for Stop under `session` before the model loads, so a Stop pressed
+    while the first grid waits for the model stops that grid (run_job unregisters it)."""
     from ui.runner import GridJob
 
     if settings.seed == -1:
@@ -162,8 +172,14 @@ def start_job(settings: Settings, config: AppConfig, models: ModelHolder) -> tup
         spec = settings.to_spec()
         job = GridJob(spec, config, models, accurate_reference=settings.accurate_reference,
                       overlay=settings.overlay)
+    except Exception as err:
+        raise page_error(err) from None
+    with _LOCK:
+        JOBS[session] = job
+    try:
         job.check()
     except Exception as err:
+        _forget(session, job)
         raise page_error(err) from None
     return job, settings
 
@@ -177,9 +193,13 @@ def run_job(job: GridJob, session: str) -> Iterator[Snapshot]:
     except Exception as err:
         raise page_error(err) from None
     finally:
-        with _LOCK:
-            if JOBS.get(session) is job:
-                del JOBS[session]
+        _forget(session, job)
+
+
+def _forget(session: str, job: GridJob) -> None:
+    with _LOCK:
+        if JOBS.get(session) is job:
+            del JOBS[session]
 
 
 def stop(session: str) -> str:
@@ -206,8 +226,8 @@ def run_of(run_id: str | None) -> Any:
     with _LOCK:
         outputs = RUNS.get(run_id or "")
     if outputs is None:
-        raise gr.Error("generate a grid first (older results expire after "
-                       f"{MAX_RUNS} newer grids)")
+        raise user_error("generate a grid first (older results expire after "
+                         f"{MAX_RUNS} newer grids)")
     return outputs
 
 
@@ -225,17 +245,29 @@ def render_spec(spec_json: str, config: AppConfig, models: ModelHolder) -> tuple
     return str(outputs.grid_path), outputs.manifest
 
 
+def user_error(message: str) -> gr.Error:
+    """A message for the person at the page (or the API caller): no traceback in the server's
+    terminal — it is their input, not our bug; the log gets one line."""
+    log.warning("refused: %s", message.splitlines()[0] if message else message)
+    return gr.Error(message, print_exception=False)
+
+
 def page_error(err: Exception) -> gr.Error:
     """What a caller sees when a grid cannot run: bad input (every ValueError carries a message
-    that says what to change) as it is; anything else as a short line, its traceback only in the
-    server's log, never on the page or in the API's answer."""
+    that says what to change) as it is, logged as one line; anything else as a short line, its
+    traceback only in the server's log, never on the page or in the API's answer."""
     if isinstance(err, gr.Error):
         return err
     if isinstance(err, ValueError) and str(err):
-        return gr.Error(shorten(str(err)))
+        return user_error(shorten(str(err)))
     log.error("grid failed", exc_info=err)
     return gr.Error(f"the grid failed on the server ({type(err).__name__}); it was logged — try again, "
-                    "or a smaller grid")
+                    "or a smaller grid", print_exception=False)
+
+
+def error_html(message: str) -> str:
+    """The progress line as an error: where the user is looking, in place of the last run's "done"."""
+    return (f'<div class="sg-progress sg-error" role="alert">⚠ {html.escape(message)}</div>')
 
 
 _LONG_QUOTE = re.compile(r"'[^'\n]{120,}'")

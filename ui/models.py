@@ -24,6 +24,7 @@ class ModelHolder:
         self._state = "not loaded"
         self._error: str | None = None
         self._thread: threading.Thread | None = None
+        self._loaded: str | None = None  # the name the loaded model was asked for
 
     def preload(self) -> None:
         """Start loading the default model in the background (returns at once)."""
@@ -55,7 +56,12 @@ class ModelHolder:
                 self._state = "load failed"
                 raise ValueError(self._error) from err
             self._state = f"ready: {model.name} ({model.family}, {model.device.type})"
+            self._loaded = name
             return model
+
+    def needs_loading(self, name: str) -> bool:
+        """True when a grid on `name` would first wait for it to load (or for the load under way)."""
+        return (name or "").strip() != self._loaded or self._lock.locked()
 
     def status(self) -> str:
         """One line for the page: loading, ready (which model, where) or why loading failed."""

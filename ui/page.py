@@ -15,24 +15,42 @@ import gradio as gr
 from ui import handlers as h
 from ui.about import ABOUT_SAMPLERS, INTRO
 from ui.catalogue import GROUPS, PRESETS, descriptions, grouped, schedule_names
-from ui.config import MAX_PROMPT_CHARS, AppConfig
+from ui.config import AppConfig
 from ui.models import ModelHolder
 from ui.settings import AXIS_CHOICES, NO_AXIS, Settings
-from ui.view import display_grid, result_updates
+from ui.view import display_cell, display_grid, result_updates
 
 QUICK_STEPS = ("4, 8, 12, 16", "5, 10, 20, 40", "10, 20, 40, 80", "1-50 [6]")
 TITLE = "Sampler Grid"
+# The Soft theme's Montserrat draws a capital E as "Ɛ" ("Ɛuler", "DƐIS"): sampler names need a
+# plain sans-serif, and the system's needs no download (the app runs offline).
+FONT = ("ui-sans-serif", "system-ui", "Segoe UI", "Helvetica", "Arial", "DejaVu Sans", "sans-serif")
 
 CSS = """
 .sg-progress { display: flex; align-items: center; gap: .75em; min-height: 2em; }
 .sg-progress progress { flex: 0 0 35%; height: 1em; accent-color: var(--color-accent); }
 .sg-progress-text { font-variant-numeric: tabular-nums; }
-#sg-grid img { image-rendering: pixelated; }
+#sg-grid img, #sg-cell img, #sg-gallery img, #sg-traj-image img { image-rendering: pixelated; }
+/* the grid fills the panel's width whatever its column count (display_grid sends it at least
+   that wide, so the browser only ever scales it down) */
+#sg-grid img { width: 100%; height: auto; max-height: none; object-fit: contain; }
+/* sampler names on one line each, the checklist's order being the grid's row order */
+.sg-samplers label { white-space: nowrap; }
+/* phone: prompt and Generate, then the results, then the other controls (not every control
+   before the grid) — the controls column dissolves into the page's column and is reordered */
+@media (max-width: 720px) {
+  #sg-main { flex-direction: column; flex-wrap: nowrap; }
+  #sg-controls { display: contents; }
+  #sg-controls > * { order: 3; }
+  #sg-controls > #sg-top { order: 1; }
+  #sg-results { order: 2; }
+}
 /* the grid starts below the label and the download/fullscreen buttons, which would cover the
    last column's label */
 #sg-grid .image-container { padding-top: 2.4rem; }
 #sg-grid .image-container > .icon-button-wrapper { top: 0; }
 #sg-status { font-size: .9em; opacity: .85; }
+.sg-error { color: var(--error-text-color, #b91c1c); font-weight: 600; }
 """
 
 
@@ -60,7 +78,7 @@ SET_URL_JS = """(q) => { history.replaceState(null, '', q ? '?' + q : location.p
 
 def launch_kwargs() -> dict[str, Any]:
     """Theme, CSS and page script for `demo.launch(**launch_kwargs())`."""
-    return {"css": CSS, "js": tooltip_js(descriptions()), "theme": gr.themes.Soft()}
+    return {"css": CSS, "js": tooltip_js(descriptions()), "theme": gr.themes.Soft(font=FONT)}
 
 
 def build_demo(config: AppConfig, models: ModelHolder) -> gr.Blocks:
@@ -69,11 +87,13 @@ def build_demo(config: AppConfig, models: ModelHolder) -> gr.Blocks:
     defaults = Settings(model=config.default_model)
     with gr.Blocks(title=TITLE, delete_cache=(1800, 3600)) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
-        status = gr.Markdown(models.status(), elem_id="sg-status")
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=2, min_width=320):
+        # filled by the page's load event: a value here would be the model's state when the page
+        # was built ("not loaded"), shown to every later visitor until the first timer tick
+        status = gr.Markdown("", elem_id="sg-status")
+        with gr.Row(equal_height=False, elem_id="sg-main"):
+            with gr.Column(scale=2, min_width=320, elem_id="sg-controls"):
                 c = _controls(config, defaults, groups)
-            with gr.Column(scale=3, min_width=320):
+            with gr.Column(scale=3, min_width=320, elem_id="sg-results"):
                 r = _results()
         with gr.Accordion("About samplers: ancestral, Karras, SDE, 2M/2S, equal cost", open=False):
             gr.Markdown(ABOUT_SAMPLERS)
@@ -85,12 +105,11 @@ def build_demo(config: AppConfig, models: ModelHolder) -> gr.Blocks:
 
 def _controls(config: AppConfig, d: Settings, groups: dict[str, list[str]]) -> dict[str, Any]:
     c: dict[str, Any] = {}
-    with gr.Row(equal_height=True):
+    with gr.Row(equal_height=True, elem_id="sg-top"):
         with gr.Column(scale=4, min_width=220):
-            c["prompt"] = gr.Textbox(d.prompt, label="Prompt", lines=2, max_length=MAX_PROMPT_CHARS,
-                                     elem_id="sg-prompt")
-            c["negative_prompt"] = gr.Textbox(d.negative_prompt, label="Negative prompt", lines=1,
-                                              max_length=MAX_PROMPT_CHARS)
+            # no max_length: the box would cut a long paste silently; the grid refuses it and says so
+            c["prompt"] = gr.Textbox(d.prompt, label="Prompt", lines=2, elem_id="sg-prompt")
+            c["negative_prompt"] = gr.Textbox(d.negative_prompt, label="Negative prompt", lines=1)
         with gr.Column(scale=1, min_width=110):
             c["generate"] = gr.Button("Generate", variant="primary", size="lg", elem_id="sg-generate")
             c["stop"] = gr.Button("Stop", variant="stop", elem_id="sg-stop")
@@ -107,8 +126,9 @@ def _controls(config: AppConfig, d: Settings, groups: dict[str, list[str]]) -> d
         with gr.Row(elem_classes="sg-samplers"):
             for group in GROUPS[:-1]:
                 c[f"group:{group}"] = _sampler_group(group, groups, d)
-        with gr.Accordion(f"diffusers schedulers ({len(groups['diffusers'])})", open=False):
+        with gr.Accordion(f"diffusers schedulers ({len(groups['diffusers'])})", open=False) as more:
             c["group:diffusers"] = _sampler_group("diffusers", groups, d)
+        c["diffusers_open"] = more
     with gr.Row():
         c["steps"] = gr.Textbox(d.steps, label="Step counts", info='A1111 syntax: "5, 10, 20", "10-40 [4]"',
                                 scale=3, elem_id="sg-steps")
@@ -151,7 +171,7 @@ def _controls(config: AppConfig, d: Settings, groups: dict[str, list[str]]) -> d
 
 def _sampler_group(group: str, groups: dict[str, list[str]], d: Settings) -> gr.CheckboxGroup:
     return gr.CheckboxGroup(groups[group], value=[s for s in d.samplers if s in groups[group]], label=group,
-                            elem_classes="sg-samplers", min_width=140)
+                            elem_classes="sg-samplers", min_width=180)
 
 
 def _results() -> dict[str, Any]:
@@ -164,13 +184,23 @@ def _results() -> dict[str, Any]:
     r["run"] = gr.State("")
     with gr.Tabs():
         with gr.Tab("Cells"):
-            r["gallery"] = gr.Gallery(label="Click a cell", columns=6, height="auto", allow_preview=False,
+            gr.Markdown("Click a cell to see it large, with its A1111 parameters, diffusers code and "
+                        "ComfyUI workflow.")
+            r["gallery"] = gr.Gallery(show_label=False, columns=6, height="auto", allow_preview=False,
                                       object_fit="contain", buttons=[], elem_id="sg-gallery")
-            with gr.Row():
-                r["cell_image"] = gr.Image(label="Cell", type="filepath", interactive=False, scale=1)
-                r["cell_info"] = gr.Textbox(label="A1111 parameters (paste into PNG Info)", lines=6,
-                                            buttons=["copy"], interactive=False, scale=2,
-                                            elem_id="sg-cell-info")
+            with gr.Row(equal_height=False):
+                r["cell_image"] = gr.Image(label="Cell", type="pil", interactive=False, scale=1,
+                                           format="png", elem_id="sg-cell", buttons=["download"])
+                with gr.Column(scale=1, min_width=300):
+                    r["cell_info"] = gr.Textbox(label="A1111 parameters (paste into PNG Info)", lines=6,
+                                                buttons=["copy"], interactive=False, elem_id="sg-cell-info")
+                    r["snippet"] = gr.Code(label="diffusers code for this cell", language="python",
+                                           elem_id="sg-snippet")
+                    r["workflow"] = gr.Code(label="ComfyUI workflow (API format) for this cell: copy it, or "
+                                            "load the file in ComfyUI", language="json",
+                                            elem_id="sg-workflow")
+                    r["workflow_file"] = gr.File(label="ComfyUI workflow file", interactive=False,
+                                                 elem_id="sg-workflow-file")
         with gr.Tab("Convergence"):
             with gr.Row():
                 r["chart_by"] = gr.Radio(["steps", "model calls"], value="steps", label="Horizontal axis",
@@ -186,15 +216,12 @@ def _results() -> dict[str, Any]:
                                      elem_id="sg-chart")
         with gr.Tab("Trajectory"):
             r["traj"] = gr.Slider(0, 1, 1, step=0.05, label="Fraction of denoising",
-                                  info="every cell at the same fraction of its steps")
-            r["traj_image"] = gr.Image(label="Denoised estimate", type="pil", interactive=False)
+                                  info="every cell at the same fraction of its steps", elem_id="sg-traj")
+            r["traj_image"] = gr.Image(label="Denoised estimate", type="pil", interactive=False,
+                                       elem_id="sg-traj-image")
         with gr.Tab("Downloads"):
             r["files"] = gr.File(label="Grid, cells, manifest, metrics", file_count="multiple",
                                  interactive=False, elem_id="sg-files")
-            r["snippet"] = gr.Code(label="diffusers code for the selected cell", language="python")
-            r["workflow"] = gr.Code(label="ComfyUI workflow (API format) for the selected cell: copy it, "
-                                    "or load the file in ComfyUI", language="json")
-            r["workflow_file"] = gr.File(label="ComfyUI workflow file", interactive=False)
         with gr.Tab("Share"):
             r["query"] = gr.Textbox(visible=False)
             r["copy"] = gr.Button("Copy link", elem_id="sg-copy")
@@ -220,20 +247,30 @@ def _wire(demo: gr.Blocks, config: AppConfig, models: ModelHolder, groups: dict[
     c["accurate_reference"] = r["accurate_reference"]  # a setting, shown beside the chart it changes
     controls = [c[f] for f in h.FIELDS] + [c[f"group:{g}"] for g in GROUPS]
     result_outputs = [r["progress"], r["grid"], r["gallery"], r["run"], r["chart"], r["verdicts"], r["files"],
-                      r["query"], c["seed"], r["traj_image"]]
+                      r["query"], c["seed"], r["traj_image"], status]
 
     def generate(request: gr.Request, *values: Any):
-        settings = h.settings_from(list(values))
-        job, settings = h.start_job(settings, config, models)
-        query = settings.to_query()
-        for snap in h.run_job(job, request.session_hash or ""):
-            if not snap.done:
-                yield [h.progress_html(snap), display_grid(snap.grid), gr.skip(), gr.skip(), gr.skip(),
-                       gr.skip(), gr.skip(), query, settings.seed, gr.skip()]
-            else:
-                run_id = h.remember(snap.outputs)
-                yield [h.progress_html(snap), *result_updates(snap.outputs, run_id), query, settings.seed,
-                       snap.outputs.trajectory(1.0)]
+        """Stream the grid; a refused input or a failed run is shown in the progress line (where
+        the user is looking, replacing the last run's "done"), not only as a toast."""
+        session = request.session_hash or ""
+        skip = [gr.skip()] * (len(result_outputs) - 2)
+        try:
+            settings = h.settings_from(list(values))
+            if models.needs_loading(settings.model):
+                yield [h.progress_html(None, f"Loading the model {settings.model.strip()}… (the grid "
+                                             "starts when it is ready)"), *skip, models.status()]
+            job, settings = h.start_job(settings, config, models, session)
+            query = settings.to_query()
+            for snap in h.run_job(job, session):
+                if not snap.done:
+                    yield [h.progress_html(snap), display_grid(snap.grid), gr.skip(), gr.skip(), gr.skip(),
+                           gr.skip(), gr.skip(), query, settings.seed, gr.skip(), models.status()]
+                else:
+                    run_id = h.remember(snap.outputs)
+                    yield [h.progress_html(snap), *result_updates(snap, run_id), query, settings.seed,
+                           snap.outputs.trajectory(1.0), models.status()]
+        except gr.Error as err:
+            yield [h.error_html(err.message), *skip, models.status()]
 
     def generate_from_link(request: gr.Request, autorun: bool, *values: Any):
         if autorun:
@@ -241,18 +278,21 @@ def _wire(demo: gr.Blocks, config: AppConfig, models: ModelHolder, groups: dict[
         else:  # a generator that yields nothing would blank every output (the seed among them)
             yield [gr.skip()] * len(result_outputs)
 
-    gen = c["generate"].click(generate, controls, result_outputs, concurrency_id="render",
-                              concurrency_limit=config.concurrency, api_visibility="private",
-                              show_progress="hidden")
+    # Generate is off while its grid runs (a second press would only queue the same grid again)
+    gen = c["generate"].click(lambda: gr.Button(interactive=False), None, c["generate"], queue=False,
+                              api_visibility="private").then(
+        generate, controls, result_outputs, concurrency_id="render", concurrency_limit=config.concurrency,
+        api_visibility="private", show_progress="hidden")
+    gen.then(lambda: gr.Button(interactive=True), None, c["generate"], queue=False, api_visibility="private")
     gen.then(None, r["query"], None, js=SET_URL_JS)
     model_outputs = [c["shift"], c["guidance"], *(c[f"group:{g}"] for g in GROUPS)]
     gen.then(lambda: _model_controls(models, groups), None, model_outputs, queue=False,
              api_visibility="private")
     c["stop"].click(_stop, None, r["progress"], queue=False, api_visibility="private")
     c["dice"].click(h.random_seed, None, c["seed"], queue=False, api_visibility="private")
-    c["preset"].input(lambda name: h.apply_preset(name, groups), c["preset"],
-                      [*(c[f"group:{g}"] for g in GROUPS), c["steps"], c["schedule"]], queue=False,
-                      api_visibility="private")
+    c["preset"].input(lambda name: _preset(name, groups), c["preset"],
+                      [*(c[f"group:{g}"] for g in GROUPS), c["steps"], c["schedule"], c["diffusers_open"]],
+                      queue=False, api_visibility="private")
     c["quick_steps"].input(lambda v: v, c["quick_steps"], c["steps"], queue=False, api_visibility="private")
     allowed = tuple(config.models) if config.public else None
     c["from_png"].upload(lambda path, *v: h.settings_from_png(path, list(v), groups, allowed),
@@ -265,13 +305,16 @@ def _wire(demo: gr.Blocks, config: AppConfig, models: ModelHolder, groups: dict[
     r["chart_by"].change(lambda by: gr.LinePlot(x_title=by), r["chart_by"], r["chart"], queue=False,
                          api_visibility="private").then(
         _chart, [r["run"], r["chart_by"]], r["chart"], api_visibility="private")
-    r["traj"].release(_trajectory, [r["run"], r["traj"]], r["traj_image"], api_visibility="private")
+    # change, not release: the number box beside the slider (Enter) changes it without a release
+    r["traj"].change(_trajectory, [r["run"], r["traj"]], r["traj_image"], trigger_mode="always_last",
+                     api_visibility="private")
     r["copy"].click(lambda *v: h.settings_from(list(v)).to_query(), controls, r["query"], queue=False,
                     api_visibility="private").then(None, r["query"], r["link"], js=COPY_LINK_JS)
     api["button"].click(_api_render(config, models), api["spec"], [api["image"], api["manifest"]],
                         api_name="render", concurrency_id="render", concurrency_limit=config.concurrency)
     timer.tick(lambda: _status(models), None, [status, timer], api_visibility="private").then(
         lambda: _model_controls(models, groups), None, model_outputs, queue=False, api_visibility="private")
+    demo.load(lambda: _status(models), None, [status, timer], queue=False, api_visibility="private")
     demo.load(_restore(groups), None, [*controls, r["notice"], r["autorun"]],
               api_visibility="private").then(
         generate_from_link, [r["autorun"], *controls], result_outputs, concurrency_id="render",
@@ -313,9 +356,19 @@ def _restore(groups: dict[str, list[str]]):
     return restore
 
 
-def _select_cell(run_id: str, evt: gr.SelectData) -> tuple[Any, str, str, str, str | None]:
-    outputs = h.run_of(run_id)
-    return outputs.cell_view(evt.index)
+def _preset(name: str, groups: dict[str, list[str]]) -> list[Any]:
+    """A preset's controls; the diffusers accordion opens when the preset ticks samplers in it."""
+    values = h.apply_preset(name, groups)
+    uses_diffusers = bool(values[GROUPS.index("diffusers")])
+    return [*values, gr.Accordion(open=True) if uses_diffusers else gr.skip()]
+
+
+def _select_cell(run_id: str, evt: gr.SelectData) -> list[Any]:
+    """The clicked cell large (nearest-neighbour, as the grid), titled by its labels, with its
+    A1111 text, diffusers code and ComfyUI workflow beside it."""
+    image, caption, info, snippet, workflow, workflow_file = h.run_of(run_id).cell_view(evt.index)
+    return [gr.Image(value=display_cell(image), label=caption or "Cell"), info, snippet, workflow,
+            workflow_file]
 
 
 def _chart(run_id: str, by: str) -> Any:
@@ -326,6 +379,8 @@ def _chart(run_id: str, by: str) -> Any:
 
 
 def _trajectory(run_id: str, fraction: float) -> Any:
+    if not run_id:
+        return gr.skip()
     return h.run_of(run_id).trajectory(float(fraction))
 
 

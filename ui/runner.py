@@ -4,7 +4,10 @@
 (the grid with every finished cell drawn and the rest as pending tiles, plus
 progress) whenever a cell finishes, at most a few times a second, and a last
 one with the written files and the convergence measurements. `stop()` asks the
-engine to stop between ticks; cells already finished are kept and written.
+engine to stop between ticks (the engine renders every cell in lockstep, so a Stop cannot wait
+for "the cells closest to done" without running on): cells already finished are kept and written,
+and the page's grid shows each unfinished cell's last preview, marked unfinished
+(ui.results.RunOutputs.shown_grid); the files keep placeholders for them.
 
 One grid renders at a time per process (RENDER_LOCK): the engine keeps one model
 in memory and the page's queue already runs grids one after another.
@@ -163,10 +166,11 @@ class GridJob:
             outputs = write_outputs(self, time.perf_counter() - started)
         except OSError as err:  # no manifest.json is written: nothing claims to be complete
             raise output_error(err) from err
-        snap = self._snapshot(total_calls if not self.stopped else self._calls(events), total_calls,
-                              started, 0.0, "stopped — finished cells kept" if self.stopped else "done",
+        cut = self.stopped and outputs.unfinished > 0
+        snap = self._snapshot(self._calls(events) if cut else total_calls, total_calls, started, 0.0,
+                              stopped_status(self.delivered, len(self.cells), outputs) if cut else "done",
                               draw=False)
-        snap.grid, snap.done, snap.outputs = outputs.grid, True, outputs
+        snap.grid, snap.done, snap.outputs = outputs.shown_grid(), True, outputs
         yield snap
 
     def _work(self, events: _Events) -> None:
@@ -229,6 +233,17 @@ class GridJob:
             else:
                 images.append(result.error or "no image")
         return draw_grid(images, self.labels, self.resolved.shape, self.layout)
+
+
+def stopped_status(finished: int, total: int, outputs: Any) -> str:
+    """What a Stop left: how many cells finished (kept and saved) and what the others show."""
+    shown = any(r.previews for r in outputs.results if not r.ok)
+    rest = "the others show how far they got (their last preview, marked unfinished)" if shown else \
+        "the others had not started"
+    if finished == 0:
+        return ("stopped; no cell had finished — each shows how far it got (its last preview, "
+                "marked unfinished)") if shown else "stopped; no cell had started"
+    return f"stopped — {finished} of {total} cells finished and saved; {rest}"
 
 
 def cell_cache() -> Any:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
+from grids import defaults
 from grids.limits import MAX_SEED, SpecError
 
 if TYPE_CHECKING:
@@ -35,20 +36,20 @@ NO_AXIS = "Nothing"
 # The axes a user can pick, by A1111's labels, in the order the menus list them.
 AXIS_CHOICES = ("Sampler", "Steps", "Schedule type", "CFG Scale", "Seed", "Eta", "Sigma noise",
                 "Prompt S/R", "Negative prompt", "Size", "Checkpoint name", "Shift", "Distilled CFG Scale")
-DEFAULT_SAMPLERS = ("Euler", "Euler a", "DPM++ 2M", "DPM++ 2M SDE", "Heun", "UniPC")
+DEFAULT_SAMPLERS = defaults.SAMPLERS
 
 
 @dataclass(frozen=True)
 class Settings:
     """Every control's value. Axis fields hold A1111 labels ("Steps"); values are text."""
 
-    prompt: str = "grinning face"
-    negative_prompt: str = ""
+    prompt: str = defaults.PROMPT
+    negative_prompt: str = defaults.NEGATIVE_PROMPT
     model: str = "builtin"
     samplers: tuple[str, ...] = DEFAULT_SAMPLERS
-    steps: str = "5, 10, 20, 40"
+    steps: str = defaults.STEPS
     schedule: str = "Automatic"
-    cfg: float = 5.0
+    cfg: float = defaults.CFG
     eta: float = 1.0
     eta_ddim: float = 0.0
     s_noise: float = 1.0
@@ -56,7 +57,7 @@ class Settings:
     guidance: float = 0.0
     width: int = 0
     height: int = 0
-    seed: int = 1234
+    seed: int = defaults.SEED
     x_axis: str = "Steps"
     x_values: str = ""
     y_axis: str = "Sampler"
@@ -109,7 +110,7 @@ class Settings:
         try:
             return axes.parse_values("steps", self.steps)
         except axes.AxisError as err:
-            raise SpecError(f"Steps: {err}") from err
+            raise SpecError(f"Step counts: {_reason(err, 'steps')}") from err
 
     def _axis(self, pos: str, label: str | None, text: str) -> Axis | None:
         if label is None:
@@ -133,7 +134,7 @@ class Settings:
         try:
             return Axis(name, values)
         except axes.AxisError as err:
-            raise SpecError(f"{pos.upper()} axis: {err}") from err
+            raise SpecError(f"{pos.upper()} axis ({label}): {_reason(err, name)}") from err
 
     # ------------------------------------------------------------------ link
 
@@ -180,6 +181,11 @@ _NUMBERS = {"cfg": (0.0, 100.0), "eta": (0.0, 10.0), "eta_ddim": (0.0, 10.0), "s
             "shift": (0.0, 100.0), "guidance": (0.0, 100.0)}
 _SIDES = {"width", "height"}
 _MAX_TEXT = 4000
+
+
+def _reason(err: Exception, axis: str) -> str:
+    """An axis error's text without its own "<axis>: " prefix (the message names the control)."""
+    return str(err).removeprefix(f"{axis}: ")
 
 
 def _first(raw: Any) -> Any:
