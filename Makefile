@@ -1,4 +1,5 @@
-# One command each: `make run` sets up and serves the app; `make test` sets up and runs every test.
+# One command each: `make run` sets up and serves the app; `make test` sets up and runs every test
+# (`make test-fast`: the fast tier only).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,7 +8,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 SYS_STAMP := $(VENV)/.installed-system
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint bench clean
+.PHONY: run test test-fast lint bench clean
 
 $(APP_STAMP): requirements.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -39,6 +40,10 @@ run: $(APP_STAMP)
 
 test: $(DEV_STAMP) $(SYS_STAMP)
 	$(BIN)/python -m pytest -n 2 -q -rs
+
+# The fast tier: no model renders, processes or browser (markers in pyproject.toml).
+test-fast: $(DEV_STAMP)
+	$(BIN)/python -m pytest -n 2 -q -m "not slow"
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .

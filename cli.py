@@ -3,7 +3,7 @@
 This module owns the command line: a spec file and flags become a GridSpec and SweepOptions;
 sweeps.run.Sweep checks the grid against the loaded model, renders it (this process's share of
 it when `accelerate launch` started several) with a progress bar on stderr, and writes DIR
-through grids.outputs.GridFolder:
+through report.run_folder.GridFolder:
 
     grid.png                   the labelled grid (A1111 "parameters" text of cell 0 + X/Y/Z plot);
                                not with --no-grid
@@ -14,7 +14,7 @@ through grids.outputs.GridFolder:
     spec.json                  the resolved spec (random seeds fixed): `--spec DIR/spec.json` re-runs it
     grid.jpg, grid.webp        with --formats png,jpeg,webp (the text in EXIF, as A1111 writes it)
     animation.gif              with --animation: one frame per steps value, else per X value
-    metrics.csv                each cell's distance to its series' reference (grids.metrics)
+    metrics.csv                each cell's distance to its series' reference (report.metrics)
     bundle.zip                 with --zip: every file above but the records, and the manifest
     manifest.json              written last: the spec as given, the resolved seed, every cell's
                                settings, labels, model calls, seconds, file and sha256, diffusers
@@ -39,10 +39,11 @@ from pathlib import Path
 from typing import Any
 
 import grids
+from core.progress import Progress
 from grids import defaults
-from grids.exports import ExportError
-from grids.layout import LayoutOptions
-from grids.outputs import FolderOptions, OutputFolderError, parse_formats
+from report.exports import ExportError
+from report.layout import LayoutOptions
+from report.run_folder import FolderOptions, OutputFolderError, parse_formats
 from sweeps.run import Sweep, SweepOptions
 from sweeps.shards import DEFAULT_CHUNK
 
@@ -103,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
             ("guidance", float, "Flux dev: distilled guidance (default 3.5)")):
         g.add_argument(f"--{name}", type=kind, default=None, help=text)
     g.add_argument("--vary-seeds", action="store_true", default=None, help="a different seed per cell")
+    g.add_argument("--from-png", type=Path, default=None, metavar="FILE",
+                   help="start from the settings an A1111 or ComfyUI PNG carries: a grid around that image "
+                        "(its sampler beside DPM++ 2M and Euler a; half, its own and double its steps)")
     for pos in "xyz":
         g.add_argument(f"--{pos}", metavar="AXIS=VALUES",
                        help=f'{pos.upper()} axis, A1111 syntax: "steps=5-20 [4]"; "none" removes it')
@@ -190,11 +194,42 @@ def build_spec(args: argparse.Namespace) -> grids.GridSpec:
         data = {pos: {"axis": axis, "values": values}
                 for pos, (axis, values) in zip(free, wanted, strict=False)}
         data.update(DEFAULT_FIELDS)
+    if args.from_png is not None:
+        data.update(_png_settings(args.from_png, data if args.spec is not None else None))
     data.update(flags)
     for pos in "xyz":
         if getattr(args, pos) is not None:
             data[pos] = _axis_flag(pos, getattr(args, pos))
     return grids.GridSpec.from_json(data)
+
+
+def _png_settings(path: Path, spec: dict[str, Any] | None) -> dict[str, Any]:
+    """Spec fields from an image's settings; without a spec file, axes around the image's cell."""
+    from report.infotext_reader import InfotextError, settings_from_image
+
+    try:
+        _kind, found = settings_from_image(path)
+    except InfotextError as err:
+        raise UsageError(f"--from-png {str(path)!r}: {err}") from None
+    data = {k: v for k, v in found.items() if k in ("model", "prompt", "negative_prompt", "width",
+                                                    "height", "seed", "cfg", "sampler", "schedule", "steps")}
+    options = dict(found.get("sampler_options", ()))
+    for option in ("eta", "s_noise"):
+        if option in options:
+            data[option] = options[option]
+    if spec is None:
+        data.update(around_image(data.get("sampler", "DPM++ 2M"), data.get("steps", 20)))
+    return data
+
+
+def around_image(sampler: str, steps: int) -> dict[str, Any]:
+    """X: the image's sampler beside DPM++ 2M and Euler a; Y: half, the same and double its steps."""
+    from samplers.schedules import MAX_STEPS
+
+    names = list(dict.fromkeys([sampler, "DPM++ 2M", "Euler a"]))
+    counts = sorted({max(1, steps // 2), steps, min(2 * steps, MAX_STEPS)})
+    return {"x": {"axis": "sampler", "values": ", ".join(names)},
+            "y": {"axis": "steps", "values": ", ".join(map(str, counts))}}
 
 
 # ---------------------------------------------------------------- running
@@ -218,7 +253,7 @@ class ProgressBar:
         self.bar.set_description_str(f"{self.label}cells {self.cells_done}/{self.cells_total}, "
                                      f"model calls {calls_done}/{calls_total}", refresh=False)
 
-    def on_progress(self, p: Any) -> None:
+    def on_progress(self, p: Progress) -> None:
         """Called after every engine tick with this process's progress (calls_done, calls_total)."""
         if p.calls_done > self.bar.total:  # DPM adaptive can take more calls than estimated
             self.bar.total = p.calls_done

@@ -1,7 +1,7 @@
 """Convergence table: a sampler x steps grid's distances and verdicts, against both references.
 
 Renders the grid and the accurate reference (DPM++ 2M Karras, 200 steps, by default) in one
-batched run, measures it twice with grids.metrics (reference = each sampler at its highest
+batched run, measures it twice with report.metrics (reference = each sampler at its highest
 step count; reference = the accurate cell) and prints, per cell, pixel RMSE, SSIM and latent
 RMSE under both, then the verdicts. The defaults are the grid tests/test_metrics.py checks
 on the built-in model; docs/METRICS.md quotes its output.
@@ -25,8 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.cells import Cell, CellSpec  # noqa: E402
-from grids import metrics  # noqa: E402
 from pipeline.render import render  # noqa: E402
+from report import metrics  # noqa: E402
 
 SAMPLERS = "Euler,DPM++ 2M,Euler a,DPM2 a,DPM++ 2M SDE,DPM++ SDE"
 

@@ -31,16 +31,17 @@ import torch
 from bench import grid_bench as gb
 from bench.models import build_flow_pipeline, build_pipeline
 from core.cells import CellSpec
-from pipeline.engine import (  # noqa: F401 (the first two are gpu_capacity's)
+from pipeline.engine import RunOptions
+from pipeline.memory import (  # noqa: F401 (the first two are gpu_capacity's)
     ACTIVATION_BYTES_PER_LATENT_PIXEL,
     FREE_SHARE,
-    RunOptions,
     auto_max_batch,
 )
 from pipeline.models import LoadedModel
 from pipeline.models import _describe as describe_model
 from pipeline.models import _place as place_model
 from pipeline.render import render
+from samplers.plan import denoiser_calls
 
 PRECISION_SAMPLERS: list[tuple[str, dict[str, Any]]] = [("Euler", {}), ("DPM++ 2M", {}), ("Euler a", {})]
 MIB = 2**20
@@ -236,7 +237,7 @@ def grid_cost(model: LoadedModel, px: int, clock: Clock) -> dict[str, float]:
 def grid_estimate(specs: list[CellSpec], cost: dict[str, float]) -> float:
     """Seconds both paths should take: per cell, one 2-row call per denoiser call; the engine, its rows
     at the batched price; a decode per cell in each; 30 % for everything else."""
-    calls = sum(s.denoiser_calls() for s in specs)
+    calls = sum(denoiser_calls(s) for s in specs)
     per_cell = calls * cost["s_per_call_2_rows"]
     engine = 2 * calls * cost["s_per_row_batched"]
     return 1.3 * (per_cell + engine + 2 * len(specs) * cost["s_per_decode"])

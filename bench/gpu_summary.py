@@ -18,8 +18,8 @@ def _grid(e: dict[str, Any]) -> str:
     verdict = "same" if same["ok"] else "DIFFERENT"
     engine, cells = e["engine"], e["per_cell"]
     return (f"{g['cells']} cells (steps {g['steps']}): engine {engine['wall_s']:.1f} s "
-            f"({engine['model_calls']} calls), per cell {cells['wall_s']:.1f} s "
-            f"({cells['model_calls']} calls) → **{e['speedup']:.2f}×** (target ≥ {e['target_speedup']}×); "
+            f"({engine['unet_calls']} calls), per cell {cells['wall_s']:.1f} s "
+            f"({cells['unet_calls']} calls) → **{e['speedup']:.2f}×** (target ≥ {e['target_speedup']}×); "
             f"images {verdict}: max latent diff {same['max_latent_diff']:.2e} of latents up to "
             f"{same['max_latent_value']:.3g} ({same['relative_diff']:.1e}, tolerance {same['tolerance']:g}), "
             f"max pixel diff {same['max_pixel_diff']}")

@@ -73,8 +73,8 @@ def child_engine(cells: int) -> dict:
     """The pre-sweep path: one engine call for every cell, every result kept, metrics in memory."""
     import cli
     from grids import expand
-    from grids.metrics import measure
     from pipeline.render import render
+    from report.metrics import measure
 
     spec = cli.build_spec(cli.build_parser().parse_args(["grid", "--out", "-", *grid_flags(cells)]))
     cell_list = expand(spec.resolved())

@@ -73,6 +73,20 @@ class Cell:
     labels: tuple[str | None, str | None, str | None]
 
 
+class ModelLabel(Protocol):
+    """The model a grid or a cell ran on, as the output side names it (pipeline.models.LoadedModel
+    has these): its name, A1111's short hash, its family ("sd1", "sd2", "sdxl", ...) and size."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def model_hash(self) -> str: ...
+    @property
+    def family(self) -> str: ...
+    @property
+    def default_size(self) -> tuple[int, int]: ...
+
+
 class CellOutcome(Protocol):
     """What a finished, failed or never-rendered cell offers the output side (grid, metrics,
     animation, run folder): CellResult has it in memory, report.stored.StoredCell reads it

@@ -225,6 +225,12 @@ def loaded_model() -> LoadedModel | None:
     return _CACHE.current
 
 
+def loaded_model_named(name: str) -> LoadedModel | None:
+    """The model in memory if it is `name` (a model axis loads several, one after another), else None."""
+    model = _CACHE.current
+    return model if model is not None and model.name == name else None
+
+
 def unload_model() -> None:
     """Free the model in memory."""
     _CACHE.clear()

@@ -29,17 +29,20 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grids
 from core.cells import CellResult
 from core.progress import Progress
-from grids.layout import GridLabels, LayoutOptions, plan_layout
-from grids.metrics import measure
-from grids.outputs import FolderOptions, GridFolder
+from report.layout import GridLabels, LayoutOptions, plan_layout
+from report.metrics import measure
+from report.run_folder import FolderOptions, GridFolder
 from samplers.plan import denoiser_calls
 from sweeps import seeds, shards
 from sweeps.processes import Processes
+
+if TYPE_CHECKING:
+    from pipeline.models import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -86,9 +89,9 @@ class Sweep:
 
     # ------------------------------------------------------------ plan
 
-    def load(self, name: str) -> Any:
+    def load(self, name: str) -> LoadedModel:
         """The model `name` on this process's device (the engine loads a model axis's others)."""
-        from pipeline.models import load_model
+        from pipeline.models import load_model  # the engine's imports take seconds: not for --help
 
         return load_model(name, device=self.processes.device, dtype=self.options.dtype)
 
@@ -100,7 +103,10 @@ class Sweep:
         self.resolved = procs.broadcast(seeds.resolve(self.spec, previous) if procs.is_main else None)
         self.model = self.load(self.resolved.model)
         self.load_seconds = time.perf_counter() - t0
-        self.folder = GridFolder(opts.out, self.spec, self.resolved, self.model, opts.folder)
+        from pipeline.models import loaded_model_named
+
+        self.folder = GridFolder(opts.out, self.spec, self.resolved, self.model, opts.folder,
+                                 models=loaded_model_named)
         cells = self.folder.cells
         from pipeline.flow_plan import check_cells, size_multiple
 

@@ -1,8 +1,14 @@
-"""Test-wide settings and shared fixtures.
+"""Test-wide settings, shared fixtures and the test tiers.
 
 One torch thread per pytest worker (xdist runs two on two cores): small-tensor
 work is much slower when threads fight. Tiny random-weight SD-family models
 are built once per session, offline (tests/tiny_models.py).
+
+Tiers (markers registered in pyproject.toml): a test is `sdxl` when it uses a tiny SDXL
+model, `model` when it renders through a tiny SD model or the built-in one, `multiprocess`
+when it starts processes, `browser` when it drives Chromium; each of these is also `slow`.
+`make test` runs everything; `pytest -m "not slow"` is the fast tier (samplers on analytic
+models, specs, layout, files, metrics).
 """
 
 import os
@@ -56,6 +62,29 @@ def sdxl_single_file(tiny_dir: Path, sdxl_deep_path: Path) -> Path:
     return tiny_sdxl_single_file(tiny_dir)
 
 
+# Which tier a test is in, by the fixtures it uses and by the file it is in.
+_TIER_FIXTURES = {"sdxl_path": "sdxl", "sdxl_deep_path": "sdxl", "sdxl_single_file": "sdxl",
+                  "sd_path": "model", "sdv_path": "model"}
+_TIER_FILES = {
+    "test_browser.py": "browser",
+    "test_sweep_multiprocess.py": "multiprocess", "test_sweep_resume.py": "multiprocess",
+    "test_builtin.py": "model", "test_ui_runner.py": "model", "test_hardening_faults.py": "model",
+    "test_hardening_security.py": "model", "test_hardening_api.py": "model", "test_previews.py": "model",
+    "test_grid_bench.py": "model", "test_models.py": "model", "test_fidelity_more.py": "model",
+    "test_cli.py": "model", "test_app.py": "model", "test_ui_gpu.py": "model",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tiers = {_TIER_FIXTURES[f] for f in getattr(item, "fixturenames", ()) if f in _TIER_FIXTURES}
+        tier = _TIER_FILES.get(item.path.name)
+        if tier:
+            tiers.add(tier)
+        for name in sorted(tiers):
+            item.add_marker(getattr(pytest.mark, name))
+        if tiers:
+            item.add_marker(pytest.mark.slow)
 @pytest.fixture(scope="session")
 def sd3_path(tiny_dir: Path) -> Path:
     """A tiny StableDiffusion3Pipeline folder with T5 (tests/tiny_flow_models.py)."""

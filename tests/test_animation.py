@@ -12,8 +12,8 @@ from PIL import Image, ImageSequence
 
 from core.cells import CellResult
 from grids import GridSpec, expand
-from grids.animation import AnimationError, animate, axis_frames, labels_from_cells, trajectory_frames
-from grids.layout import GridLabels, LayoutOptions, plan_layout
+from report.animation import AnimationError, animate, axis_frames, labels_from_cells, trajectory_frames
+from report.layout import GridLabels, LayoutOptions, plan_layout
 
 COLOURS = [(200, 30, 30), (30, 160, 60), (40, 60, 210), (230, 200, 40), (120, 40, 160), (20, 180, 190)]
 

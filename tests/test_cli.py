@@ -14,9 +14,9 @@ from PIL import Image
 import cli
 import grids
 from grids import GridSpec
-from grids.layout import PLACEHOLDER, GridLabels, LayoutOptions, plan_layout
-from grids.reader import read_parameters
 from pipeline.models import load_model
+from report.infotext_reader import read_parameters
+from report.layout import PLACEHOLDER, GridLabels, LayoutOptions, plan_layout
 
 SAMPLERS = ["Euler", "Euler a", "DPM++ 2M SDE"]
 STEPS = [2, 3]
@@ -38,7 +38,7 @@ def first(sd_path: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[int,
     """A 3x2 sampler x steps grid with a random seed (-1), rendered once for these tests."""
     out = tmp_path_factory.mktemp("cli") / "grid"
     rc = cli.main(grid_args(sd_path, out, "--prompt", "a cat, on: a mat", "--negative-prompt", "blurry",
-                            "--cfg", "5", "--seed", "-1", "--x", "sampler=" + ", ".join(SAMPLERS),
+                            "--seed", "-1", "--cfg", "5", "--x", "sampler=" + ", ".join(SAMPLERS),
                             "--y", "steps=2-3"))
     return rc, out
 
@@ -204,6 +204,9 @@ def test_formats_animation_and_zip_flags(sd_path, tmp_path):
     assert sorted(m["grid"]["formats"]) == ["jpeg", "webp"] and m["animation"]["axis"] == "y"
     assert read_parameters(out / "grid.webp") == m["grid"]["parameters"]
     assert [c["diffusers_snippet"] is None for c in m["cells"]] == [False, True, False, True]
+    # Euler and DPM++ 2S a both have ComfyUI names; the cells run on "Automatic" = Uniform/Karras
+    assert [c["comfyui_workflow"]["3"]["inputs"]["sampler_name"] for c in m["cells"]] == \
+        ["euler", "dpmpp_2s_ancestral", "euler", "dpmpp_2s_ancestral"]
     with zipfile.ZipFile(out / "bundle.zip") as zf:
         assert zf.read("manifest.json") == (out / "manifest.json").read_bytes() and len(zf.namelist()) == 11
         assert zf.read("metrics.csv") == (out / "metrics.csv").read_bytes()
@@ -254,8 +257,8 @@ def test_the_apps_spec_json_runs_unchanged(tmp_path):
 
 
 def test_metrics_from_disk_equal_metrics_from_memory(sd_path, tmp_path):
-    from grids.metrics import measure
     from pipeline.render import render
+    from report.metrics import measure
     from sweeps.shards import work_units
 
     out = tmp_path / "m"

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from grids.exports import (
+from report.exports import (
     ExportError,
     encode_image,
     exif_user_comment,
     image_format,
     write_zip,
 )
-from grids.reader import read_parameters
+from report.infotext_reader import read_parameters
 
 TEXT = 'a "cat", on: a mat 🐱\nSteps: 20, Sampler: Euler, CFG scale: 7, Seed: 1'
 
@@ -131,7 +131,7 @@ def test_failed_zip_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch)
     def boom(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("grids.exports.os.replace", boom)
+    monkeypatch.setattr("report.exports.os.replace", boom)
     with pytest.raises(OSError):
         write_zip(target, {"a.txt": b"new"})
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["bundle.zip"]

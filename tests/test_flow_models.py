@@ -263,7 +263,7 @@ def test_flow_snippet_renders_the_same_image(request, which, family, changes, tm
     gives the cell's image."""
     from PIL import Image
 
-    from grids.snippet import diffusers_snippet
+    from report.snippet import diffusers_snippet
 
     path = request.getfixturevalue(which)
     spec = replace(cell(path, sampler="Euler", steps=8, cfg=1.0), **changes)

@@ -11,11 +11,11 @@ import pytest
 from core.limits import SpecError
 from grids import GridSpec, expand
 from grids.axes import AxisError, parse_values
-from grids.infotext import parameters
-from grids.reader import parse_parameters, to_cell_settings
 from grids.spec import Axis
 from pipeline.flow_plan import FlowOptionError, check_cells, check_flow_options, size_multiple
 from pipeline.models import load_model
+from report.infotext import parameters
+from report.infotext_reader import parse_parameters, to_cell_settings
 from tests.test_engine import cell
 
 

@@ -40,7 +40,7 @@ def test_smoke_run_has_every_section_with_numbers_and_the_same_images(tmp_path):
         assert same["max_latent_value"] > 1 and same["max_pixel_diff"] <= 2
         assert len(same["per_cell_max_latent_diff"]) == grid["grid"]["cells"] == 12
         assert grid["speedup"] > 0 and grid["engine"]["model_rows"] == grid["per_cell"]["model_rows"]
-        assert grid["engine"]["model_calls"] < grid["per_cell"]["model_calls"]  # batched across cells
+        assert grid["engine"]["unet_calls"] < grid["per_cell"]["unet_calls"]  # batched across cells
 
         precision = report["precision"][family]
         assert precision["status"] == "ok", precision
@@ -72,7 +72,7 @@ def test_smoke_run_has_every_section_with_numbers_and_the_same_images(tmp_path):
             assert grid["status"] == "ok" and grid["speedup"] > 0, grid
             assert grid["same_images"]["ok"] and grid["same_images"]["tolerance"] == 2 / 255
             assert grid["engine"]["model_rows"] == grid["per_cell"]["model_rows"]
-            assert grid["engine"]["model_calls"] < grid["per_cell"]["model_calls"]
+            assert grid["engine"]["unet_calls"] < grid["per_cell"]["unet_calls"]
             peaks = [b["peak_mib"] for b in flow["memory"]["batches"]]
             assert 0 < peaks[0] < peaks[1] < peaks[2] and flow["memory"]["fit"]["per_row_mib"] > 0
             assert [b["rows"] for b in flow["throughput"]["batches"]] == [1, 2, 8]

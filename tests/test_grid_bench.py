@@ -79,7 +79,7 @@ def test_flow_bench_paths_give_the_same_images(family, tmp_path):
     same = report["same_images"]
     assert same["ok"] and same["max_latent_diff"] < 1e-3 and same["max_pixel_diff"] <= 1
     rows_per_call = 2 if family == "sd3" else 1  # SD3 at CFG 7 runs the unconditional half; Flux at CFG 1 not
-    assert report["per_cell"]["model_calls"] == 2 * (2 + 4)  # two rows (Automatic, Simple) x steps
+    assert report["per_cell"]["unet_calls"] == 2 * (2 + 4)  # two rows (Automatic, Simple) x steps
     assert report["per_cell"]["model_rows"] == report["engine"]["model_rows"] == rows_per_call * 12
-    assert report["engine"]["model_calls"] < report["per_cell"]["model_calls"]
+    assert report["engine"]["unet_calls"] < report["per_cell"]["unet_calls"]
     assert report["grid"]["cells"] == 4 and report["target_speedup"] == 1.3

@@ -19,10 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import app
-from grids.outputs import cell_files, slug
 from grids.spec import Axis, GridSpec
 from pipeline import models as models_module
 from pipeline.models import BUILTIN_DIR, ModelLoadError, load_model
+from report.run_folder import cell_files, slug
 from ui import handlers
 from ui.config import AppConfig, ModelNotAllowedError
 from ui.models import ModelHolder

@@ -7,7 +7,7 @@ from PIL import Image
 
 from core.cells import CellSpec
 from grids import GridSpec, expand
-from grids.infotext import (
+from report.infotext import (
     format_number,
     grid_parameters,
     model_label,
@@ -151,7 +151,7 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatc
     def boom(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("grids.infotext.os.replace", boom)
+    monkeypatch.setattr("report.infotext.os.replace", boom)
     with pytest.raises(OSError):
         write_atomic(target, b"new and longer")
     assert target.read_bytes() == b"old"

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from grids import GridSpec, GridTooLargeError
-from grids.layout import (
+from report.layout import (
     BACKGROUND,
     PLACEHOLDER,
     TAG_COLOURS,
@@ -19,7 +19,7 @@ from grids.layout import (
     kind_tag,
     plan_layout,
 )
-from grids.textfit import FONT_PATH, MIN_FONT, fit_text, font, text_width
+from report.textfit import FONT_PATH, MIN_FONT, fit_text, font, text_width
 
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200), (200, 30, 200),
            (120, 60, 0), (0, 60, 120), (60, 0, 120), (90, 90, 10), (10, 90, 90), (90, 10, 90)]
@@ -147,7 +147,7 @@ def test_megapixel_limit_refused_before_allocating(monkeypatch):
     def no_allocation(*args, **kwargs):
         raise AssertionError("Image.new called for a grid over the limit")
 
-    monkeypatch.setattr("grids.layout.Image.new", no_allocation)
+    monkeypatch.setattr("report.layout.Image.new", no_allocation)
     opts = LayoutOptions(cell_size=(8192, 8192), legend=False)
     with pytest.raises(GridTooLargeError) as err:
         draw_grid([None] * 4, GridLabels(), (2, 2, 1), opts)

@@ -1,4 +1,4 @@
-"""Convergence measurements (grids.metrics): series, references, verdicts, exports, chart data.
+"""Convergence measurements (report.metrics): series, references, verdicts, exports, chart data.
 
 The convergence claims are checked twice: on the Gaussian-mixture analytic model (latents
 only, no images) and on the built-in model through the grid engine (images and latents).
@@ -17,9 +17,9 @@ from PIL import Image
 
 import samplers
 from core.cells import Cell, CellSpec
-from grids import metrics
-from grids.metrics import MetricsError, measure, reference_specs, references_from, references_to_render
 from grids.spec import Axis, GridSpec, expand
+from report import metrics
+from report.metrics import MetricsError, measure, reference_specs, references_from, references_to_render
 from samplers.plan import denoiser_calls
 from tests.analytic import Mixture, karras_sigmas, start
 

@@ -14,10 +14,10 @@ from PIL import Image
 
 from core.cells import CellResult
 from grids import GridSpec
-from grids.exports import ExportError
-from grids.layout import LayoutOptions
-from grids.outputs import FolderOptions, GridFolder, OutputFolderError, cell_files, parse_formats, slug
-from grids.reader import parse_parameters, read_parameters
+from report.exports import ExportError
+from report.infotext_reader import parse_parameters, read_parameters
+from report.layout import LayoutOptions
+from report.run_folder import FolderOptions, GridFolder, OutputFolderError, cell_files, parse_formats, slug
 
 MODEL = SimpleNamespace(name="/models/tiny", model_hash="0123456789", family="sd1", default_size=(32, 32))
 COLOURS = [(200, 30, 30), (30, 160, 60), (40, 60, 210), (230, 200, 40)]

@@ -16,9 +16,9 @@ from PIL.PngImagePlugin import PngInfo
 import samplers
 from core.cells import CellSpec
 from grids import GridSpec, expand
-from grids.exports import encode_image
-from grids.infotext import grid_parameters, model_label, parameters
-from grids.reader import (
+from report.exports import encode_image
+from report.infotext import grid_parameters, model_label, parameters
+from report.infotext_reader import (
     InfotextError,
     decode_user_comment,
     parse_parameters,

@@ -1,4 +1,4 @@
-"""Image distances for convergence measurements (grids.ssim): pixel RMSE and SSIM.
+"""Image distances for convergence measurements (report.ssim): pixel RMSE and SSIM.
 
 SSIM is checked against an independent scipy computation, a flat-image value worked by
 hand, and its known properties (1 for identical images, symmetric, lower with more noise).
@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from grids.ssim import ImageCompareError, pixel_rmse, ssim
+from report.ssim import ImageCompareError, pixel_rmse, ssim
 
 
 def noise_image(seed: int, size=(24, 20)) -> np.ndarray:

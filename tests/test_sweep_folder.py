@@ -12,9 +12,9 @@ from PIL import Image
 
 from core.cells import CellResult
 from grids import GridSpec
-from grids.layout import LayoutOptions
-from grids.outputs import FolderOptions, GridFolder, OutputFolderError
-from grids.stored import NOT_RENDERED, CellImages
+from report.layout import LayoutOptions
+from report.run_folder import FolderOptions, GridFolder, OutputFolderError
+from report.stored import NOT_RENDERED, CellImages
 
 MODEL = SimpleNamespace(name="/models/tiny", model_hash="0123456789", family="sd1", default_size=(32, 32))
 LAYOUT = LayoutOptions(cell_size=(32, 32))

@@ -10,8 +10,8 @@ import pytest
 
 import cli
 from grids import GridSpec
-from grids.outputs import FolderOptions, GridFolder, OutputFolderError
 from pipeline.models import load_model
+from report.run_folder import FolderOptions, GridFolder, OutputFolderError
 from tests.sweep_helpers import cell_bytes, grid_args, launch_command, manifest, run, without_timings
 
 

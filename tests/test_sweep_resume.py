@@ -16,7 +16,7 @@ import pytest
 
 import cli
 from grids import GridSpec
-from grids.outputs import FolderOptions
+from report.run_folder import FolderOptions
 from sweeps import seeds
 from sweeps.run import Sweep, SweepOptions
 from tests.sweep_helpers import (

@@ -117,6 +117,10 @@ def test_every_sampler_is_in_exactly_one_group_with_a_description() -> None:
     assert sorted(listed) == sorted(samplers.names())
     assert "Euler a" in groups["Ancestral"] and "DPM++ 2M SDE" in groups["SDE"]
     assert "Euler (diffusers)" in groups["diffusers"] and "Heun" in groups["Deterministic"]
+    # CFG++ samplers have their own group whatever their kind (they want cfg 1-2)
+    assert {"Euler CFG++", "Euler a CFG++", "DPM++ 2S a CFG++", "DPM++ 2M CFG++", "res_multistep_cfg_pp",
+            "res_multistep_ancestral_cfg_pp", "Gradient Estimation CFG++"} == set(groups["CFG++"])
+    assert "seeds_2" in groups["SDE"] and "res_multistep_ancestral" in groups["Ancestral"]
     texts = catalogue.descriptions()
     assert texts["Heun"].endswith("(deterministic, 2 model calls per step)")
 
@@ -171,8 +175,8 @@ def test_the_app_and_the_cli_write_the_same_infotext_for_the_same_cell() -> None
     """The app's Eta 1 / Sigma noise 1 / Eta DDIM 0 are the samplers' defaults: its cells are the
     CLI's cells (which leave them out), with the same A1111 text, and DDIM stays deterministic."""
     import cli
-    from grids.infotext import parameters
     from grids.spec import expand
+    from report.infotext import parameters
 
     names = ["Heun", "DPM++ 2M SDE", "DDIM", "Euler a"]
     app = expand(Settings(prompt="cat face", samplers=tuple(names), steps="10", seed=3, cfg=5).to_spec())

@@ -1,27 +1,28 @@
 """A finished run's outputs: the files on disk and what the page shows from them.
 
-`write_outputs(job, seconds)` writes the run folder through grids.outputs.GridFolder
-(the same files the CLI writes: cells with A1111 metadata, grid.png, spec.json,
-manifest.json, metrics.csv, animation.gif, bundle.zip), measures convergence, and
-returns `RunOutputs`, which answers the page's questions about the run: the
-gallery, one cell's full view, the convergence chart, the verdicts and the
-denoising trajectory at a given fraction.
+`RunOutputs` (made by ui.runner.GridJob when a run ends, once it has written the run folder
+through report.run_folder.GridFolder: the same files the CLI writes) answers the page's
+questions about the run: the gallery, one cell's full view, the convergence chart, the
+verdicts and the denoising trajectory at a given fraction.
 """
 
 from __future__ import annotations
 
+import json
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
+from torch import Tensor
 
-from grids.animation import cell_at_fraction
-from grids.layout import GridLabels, LayoutOptions, draw_grid
-from grids.metrics import chart_frame, measure, references_from
-from grids.outputs import cost_caption
+from core.cells import Cell, CellOutcome
 from pipeline.cell_state import STOPPED
-from ui.runner import GridJob
+from report.animation import cell_at_fraction
+from report.layout import GridLabels, LayoutOptions, draw_grid
+from report.metrics import Convergence, chart_frame
+from report.run_folder import cost_caption
 
 DOWNLOADS = ("grid.png", "bundle.zip", "animation.gif", "metrics.csv", "manifest.json", "spec.json")
 
@@ -34,12 +35,12 @@ class RunOutputs:
     folder: Path
     grid: Image.Image
     manifest: dict[str, Any]
-    cells: list[Any]
-    results: list[Any]
+    cells: list[Cell]
+    results: list[CellOutcome]
     labels: GridLabels
     shape: tuple[int, int, int]
     layout: LayoutOptions
-    convergence: Any
+    convergence: Convergence
 
     @property
     def grid_path(self) -> Path:
@@ -58,16 +59,32 @@ class RunOutputs:
         return [str(self.folder / self._record(i)["file"]) for i in range(len(self.cells))
                 if self._record(i).get("file")]
 
-    def cell_view(self, gallery_index: int) -> tuple[str | None, str, str, str]:
-        """(image path, its axis labels, A1111 parameters, diffusers snippet) of the gallery's n-th cell."""
+    def cell_view(self, gallery_index: int) -> tuple[str | None, str, str, str, str, str | None]:
+        """(image path, its axis labels, A1111 parameters, diffusers snippet, ComfyUI workflow JSON,
+        that workflow as a file to download or None) of the gallery's n-th cell."""
         with_files = [i for i in range(len(self.cells)) if self._record(i).get("file")]
         if not 0 <= gallery_index < len(with_files):
-            return None, "", "", ""
+            return None, "", "", "", "", None
         index = with_files[gallery_index]
         record = self._record(index)
-        caption = " · ".join(label for label in self.cells[index].labels if label)
+        x, y, z = self.cells[index].labels  # read as the grid is: row, then column, then page
+        caption = " · ".join(label for label in (y, x, z) if label)
         snippet = record.get("diffusers_snippet") or "# diffusers has no equivalent of this sampler"
-        return str(self.folder / record["file"]), caption, record["parameters"], snippet
+        text, path = self._workflow(record)
+        return str(self.folder / record["file"]), caption, record["parameters"], snippet, text, path
+
+    def _workflow(self, record: dict[str, Any]) -> tuple[str, str | None]:
+        """The cell's ComfyUI workflow as JSON text and as a file (outside the run folder, whose
+        files the manifest lists; Gradio serves the temp dir), or a note and None."""
+        workflow = record.get("comfyui_workflow")
+        if workflow is None:
+            return "// ComfyUI has no equivalent of this cell (see docs/SAMPLERS.md, ComfyUI names)", None
+        text = json.dumps(workflow, indent=2, ensure_ascii=False)
+        where = Path(tempfile.gettempdir()) / "sampler-grid-comfyui" / self.folder.name
+        where.mkdir(parents=True, exist_ok=True)
+        path = where / f"{Path(record['file']).stem}.comfyui.json"
+        path.write_text(text, encoding="utf-8")
+        return text, str(path)
 
     def chart(self, by: str = "steps") -> Any:
         """Tidy rows for the convergence chart (a DataFrame): series, x (steps or model calls),
@@ -111,24 +128,11 @@ class RunOutputs:
         return draw_grid(images, self.labels, self.shape, self.layout)
 
 
-def _stopped(result: Any) -> bool:
+
+def _stopped(result: CellOutcome) -> bool:
     return not result.ok and (result.error or "").startswith(STOPPED)
 
 
-def _enlarged(preview: Any, size: tuple[int, int] | None) -> Image.Image:
+def _enlarged(preview: Tensor, size: tuple[int, int] | None) -> Image.Image:
     image = Image.fromarray(preview.numpy(), "RGB")
     return image.resize(size, Image.Resampling.NEAREST) if size else image
-
-
-def write_outputs(job: GridJob, seconds: float) -> RunOutputs:
-    """Measure the run and finish its folder (cells are already on disk); returns what the page needs."""
-    references = references_from(job.reference_specs, job.reference_results) if job.reference_specs else None
-    convergence = measure(job.cells, job.results, references=references)
-    manifest = job.writer.finish(job.results, job.layout, {"wall_seconds": seconds},
-                                 extra_files={"metrics.csv": convergence.to_csv().encode()},
-                                 metrics=convergence.to_json())
-    with Image.open(job.folder / "grid.png") as grid:
-        grid.load()
-    return RunOutputs(run_id=job.folder.name, folder=job.folder, grid=grid, manifest=manifest,
-                      cells=job.cells, results=job.results, labels=job.labels,
-                      shape=job.resolved.shape, layout=job.layout, convergence=convergence)

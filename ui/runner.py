@@ -26,27 +26,34 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
 import grids
+from core.cells import CellResult, CellSpec
 from core.progress import Progress
-from grids.layout import GridLabels, LayoutOptions, draw_grid, plan_layout
-from grids.metrics import reference_specs, references_to_render
-from grids.outputs import FolderOptions, GridFolder
+from report.layout import GridLabels, LayoutOptions, draw_grid, plan_layout
+from report.metrics import measure, reference_specs, references_from, references_to_render
+from report.run_folder import FolderOptions, GridFolder
 from samplers.plan import denoiser_calls
 from ui.config import AppConfig
 from ui.gpu import on_gpu
 from ui.models import ModelHolder
+from ui.results import RunOutputs
+
+if TYPE_CHECKING:  # the engine loads when a grid first runs (torch-free page start-up)
+    from pipeline.cache import CellCache
+    from pipeline.engine import RunOptions
+    from pipeline.models import LoadedModel
 
 RENDER_LOCK = threading.Lock()
 CACHE_CELLS = 1024
 CACHE_BYTES = 512 << 20  # images, latents and previews: ~1 MB a 512x512 cell, ~4.5 MB an SDXL one
-CELL_CACHE: Any = None  # pipeline.cache.CellCache, made with the first grid (torch-free start-up)
+CELL_CACHE: CellCache | None = None  # made with the first grid (torch-free start-up)
 SNAPSHOT_EVERY_S = 0.35
 DRAW_SHARE = 0.25  # drawing partial grids takes at most about this share of a run's time
 KEEP_RUNS = 20
@@ -61,7 +68,7 @@ class Snapshot:
     progress: Progress  # the grid's cells (references not counted) and every denoiser call, clock stopped
     status: str
     done: bool = False
-    outputs: Any = None  # ui.results.RunOutputs on the last snapshot
+    outputs: RunOutputs | None = None  # on the last snapshot
 
 
 @dataclass
@@ -77,7 +84,7 @@ class GridJob:
 
     def __init__(self, spec: grids.GridSpec, config: AppConfig, models: ModelHolder,
                  accurate_reference: bool = False, overlay: bool = False) -> None:
-        """accurate_reference: also render each series' high-accuracy reference (grids.metrics:
+        """accurate_reference: also render each series' high-accuracy reference (report.metrics:
         a deterministic 2nd-order sampler at 200 steps) and measure convergence against it."""
         self.spec = spec
         self.resolved = spec.resolved()
@@ -86,13 +93,13 @@ class GridJob:
         self.config = config
         self.models = models
         self._stop = threading.Event()
-        self.results: list[Any] = [None] * len(self.cells)
+        self.results: list[CellResult | None] = [None] * len(self.cells)
         self.delivered = 0  # cells finished or failed (not the ones a Stop left unrendered)
         self._draw_s = 0.0  # how long the last partial grid took to draw
         self.overlay = overlay  # seconds and model calls written on each cell of the final grid
         self.reference_specs = reference_specs([c.spec for c in self.cells]) if accurate_reference else {}
         self.reference_cells = references_to_render(self.reference_specs)  # rendered after the grid's
-        self.reference_results: list[Any] = []
+        self.reference_results: list[CellResult] = []
         self.error: BaseException | None = None
 
     def stop(self) -> None:
@@ -102,7 +109,7 @@ class GridJob:
     def stopped(self) -> bool:
         return self._stop.is_set()
 
-    def check(self) -> Any:
+    def check(self) -> LoadedModel:
         """Load the model and check the grid against the limits; raises ValueError with the reason."""
         self.config.check_model(self.resolved.model)
         for cell in self.cells:
@@ -124,19 +131,19 @@ class GridJob:
             self.folder = run_folder(self.config)
         except OSError as err:
             raise output_error(err) from err
+        from pipeline.models import loaded_model_named
+
         self.writer = GridFolder(self.folder, self.spec, self.resolved, model,
-                                 FolderOptions(animation=True, zip=True))
+                                 FolderOptions(animation=True, zip=True), models=loaded_model_named)
         self.writer.prepare()
         return model
 
-    def _cell_box(self, model: Any) -> tuple[int, int]:
+    def _cell_box(self, model: LoadedModel) -> tuple[int, int]:
         sized = [c.spec.sized(model.default_size) for c in self.cells]
         return max(s.width for s in sized), max(s.height for s in sized)
 
     def snapshots(self) -> Iterator[Snapshot]:
         """Render, yielding progress; the last snapshot has done=True and the outputs."""
-        from ui.results import write_outputs  # torch-heavy; imported when a grid first runs
-
         events = _Events()
         specs = [c.spec for c in self.cells] + self.reference_cells
         total_calls = sum(denoiser_calls(spec) for spec in specs)
@@ -160,7 +167,7 @@ class GridJob:
         if self.error is not None:
             raise failure(self.error)
         try:
-            outputs = write_outputs(self, time.perf_counter() - started)
+            outputs = self.write_outputs(time.perf_counter() - started)
         except OSError as err:  # no manifest.json is written: nothing claims to be complete
             raise output_error(err) from err
         cut = self.stopped and outputs.unfinished > 0
@@ -175,7 +182,7 @@ class GridJob:
 
         n = len(self.cells)
 
-        def on_cell(index: int, result: Any) -> None:
+        def on_cell(index: int, result: CellResult) -> None:
             if index >= n:  # a reference cell: measured against, not drawn
                 return
             self.results[index] = result
@@ -183,7 +190,7 @@ class GridJob:
             self.delivered += 1
             events.q.put(index)
 
-        def on_progress(p: Any) -> None:
+        def on_progress(p: Progress) -> None:
             events.progress = p
 
         try:
@@ -196,6 +203,20 @@ class GridJob:
             self.results, self.reference_results = list(final[:n]), list(final[n:])
         except BaseException as err:  # delivered to the page by snapshots(), never lost in a thread
             self.error = err
+
+    def write_outputs(self, seconds: float) -> RunOutputs:
+        """Measure the run and finish its folder (cells are already on disk); returns what the page needs."""
+        references = (references_from(self.reference_specs, self.reference_results)
+                      if self.reference_specs else None)
+        convergence = measure(self.cells, self.results, references=references)
+        manifest = self.writer.finish(self.results, self.layout, {"wall_seconds": seconds},
+                                      extra_files={"metrics.csv": convergence.to_csv().encode()},
+                                      metrics=convergence.to_json())
+        with Image.open(self.folder / "grid.png") as grid:
+            grid.load()
+        return RunOutputs(run_id=self.folder.name, folder=self.folder, grid=grid, manifest=manifest,
+                          cells=self.cells, results=self.results, labels=self.labels,
+                          shape=self.resolved.shape, layout=self.layout, convergence=convergence)
 
     def _preview_every(self) -> int:
         """About 20 previews per cell for the trajectory slider, whatever the step count."""
@@ -228,7 +249,7 @@ class GridJob:
         return draw_grid(images, self.labels, self.resolved.shape, self.layout)
 
 
-def stopped_status(finished: int, total: int, outputs: Any) -> str:
+def stopped_status(finished: int, total: int, outputs: RunOutputs) -> str:
     """What a Stop left: how many cells finished (kept and saved) and what the others show."""
     shown = any(r.previews for r in outputs.results if not r.ok)
     rest = "the others show how far they got (their last preview, marked unfinished)" if shown else \
@@ -239,7 +260,7 @@ def stopped_status(finished: int, total: int, outputs: Any) -> str:
     return f"stopped — {finished} of {total} cells finished and saved; {rest}"
 
 
-def cell_cache() -> Any:
+def cell_cache() -> CellCache:
     """The app's process-wide cache of finished cells (pipeline.cache.CellCache)."""
     global CELL_CACHE
     if CELL_CACHE is None:
@@ -250,7 +271,8 @@ def cell_cache() -> Any:
 
 
 @on_gpu  # on a ZeroGPU Space the GPU is attached for this call only
-def _render(cell_specs: list[Any], options: Any, loader: Any) -> list[Any]:
+def _render(cell_specs: list[CellSpec], options: RunOptions, loader: Callable[[str], LoadedModel]
+            ) -> list[CellResult]:
     from pipeline.render import render  # torch-heavy: imported when a grid first runs
 
     return render(cell_specs, options, cache=cell_cache(), loader=loader)

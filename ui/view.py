@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 from PIL import Image
+
+if TYPE_CHECKING:  # ui.runner imports torch; the page is built before torch loads
+    from ui.runner import Snapshot
 
 DISPLAY_MIN_WIDTH = 1200  # about the widest the page's grid panel gets (a 1920-px screen)
 MAX_UPSCALE = 4
@@ -41,7 +44,7 @@ def display_cell(path: Any) -> Image.Image | None:
     return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
 
 
-def result_updates(snap: Any, run_id: str) -> list[Any]:
+def result_updates(snap: Snapshot, run_id: str) -> list[Any]:
     """Values for grid, gallery, run id, chart, verdicts and files, in the page's order, from a
     run's last snapshot (its grid: the written one, or after a Stop the one with previews)."""
     outputs = snap.outputs

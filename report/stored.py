@@ -3,8 +3,8 @@
 A big sweep cannot keep every cell's image in memory, so the grid, the animation and the
 convergence metrics read the cells back from the folder instead. `StoredResults(out, cells,
 records)` is a sequence with one `StoredCell` per grid cell, made afresh on every access;
-a StoredCell has what pipeline's CellResult has for those readers (spec, image, latents,
-model_calls, seconds, error, ok, previews) and reads its PNG (and latents file, when the run
+a StoredCell is a core.cells.CellOutcome, as the engine's CellResult is (spec, image, latents,
+denoiser_calls, seconds, error, cached, ok, previews) and reads its PNG (and latents file, when the run
 saved one) the first time `.image` (`.latents`) is used. Whoever holds a StoredCell holds its
 pixels; the sequence holds none, so memory stays that of the cells in use. `CellImages(results)`
 hands draw_grid one picture at a time in the same way.
@@ -20,8 +20,8 @@ from typing import Any
 from PIL import Image
 from torch import Tensor
 
-from core.cells import Cell, CellSpec
-from grids.layout import CellImage
+from core.cells import Cell, CellOutcome, CellSpec
+from report.layout import CellImage
 
 NOT_RENDERED = "stopped before this cell rendered"
 
@@ -77,7 +77,7 @@ class StoredResults(Sequence):
     def __len__(self) -> int:
         return len(self.cells)
 
-    def __getitem__(self, index: Any) -> Any:
+    def __getitem__(self, index: int | slice) -> StoredCell | list[StoredCell]:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         if index < 0:
@@ -88,16 +88,16 @@ class StoredResults(Sequence):
 
 
 class CellImages(Sequence):
-    """A grid's pictures from its results, fetched one at a time (grids.layout.draw_grid takes
+    """A grid's pictures from its results, fetched one at a time (report.layout.draw_grid takes
     any sequence): a cell's image, or the reason it has none."""
 
-    def __init__(self, results: Sequence[Any]) -> None:
+    def __init__(self, results: Sequence[CellOutcome]) -> None:
         self.results = results
 
     def __len__(self) -> int:
         return len(self.results)
 
-    def __getitem__(self, index: Any) -> CellImage:
+    def __getitem__(self, index: int | slice) -> CellImage | list[CellImage]:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         result = self.results[index]

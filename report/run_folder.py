@@ -6,7 +6,7 @@ This module owns the folder layout the CLI writes, and the app and sweeps reuse:
     cells/<NNN>-<slug>.png     each cell that rendered, written the moment it arrives (on_cell)
     cells/<NNN>-<slug>.safetensors   its final latents, only when asked (FolderOptions.latents)
     cells/<NNN>-<slug>.json    its record, only when asked (FolderOptions.journal): what lets a
-                               stopped run resume (prepare(resume=True), see grids.journal)
+                               stopped run resume (prepare(resume=True), see report.journal)
     grid.png                   the labelled grid, A1111 text of cell 0 + the X/Y/Z plot part
                                (unless FolderOptions(grid=False): big sweeps)
     grid.jpg, grid.webp        the same grid, only in the formats asked for (text in EXIF)
@@ -15,6 +15,8 @@ This module owns the folder layout the CLI writes, and the app and sweeps reuse:
     bundle.zip                 only when asked: all of the above with manifest.json
     manifest.json              written last: settings, labels, model calls, seconds, files, sha256,
                                each cell's diffusers script ("diffusers_snippet", null when none),
+                               each cell's ComfyUI API-format prompt ("comfyui_workflow", null
+                               when ComfyUI has no equivalent; report/comfyui.py),
                                totals, and the caller's metrics
 
 Every file is written under a temporary name and renamed, so none is ever half-written, and a
@@ -33,16 +35,21 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from core.cells import Cell, CellSpec
-from grids import exports, infotext, journal
-from grids.animation import animate, axis_frames
-from grids.layout import GridLabels, LayoutOptions, draw_grid
-from grids.snippet import diffusers_snippet
+from core.cells import Cell, CellOutcome, CellSpec, ModelLabel
 from grids.spec import GridSpec, expand
-from grids.stored import CellImages, StoredResults
+from report import exports, infotext, journal
+from report.animation import animate, axis_frames
+from report.comfyui import comfyui_workflow
+from report.layout import GridLabels, LayoutOptions, draw_grid
+from report.snippet import diffusers_snippet
+from report.stored import CellImages, StoredResults
 from version import __version__
+
+if TYPE_CHECKING:
+    from PIL import Image
+    from torch import Tensor
 
 MANIFEST_FORMAT = "sampler-grid manifest 1"
 ANIMATION_FILE = "animation.gif"
@@ -114,15 +121,7 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _loaded_model(name: str) -> Any | None:
-    """The model pipeline.models holds in memory, if it is `name` (a model axis loads several)."""
-    from pipeline.models import loaded_model
-
-    model = loaded_model()
-    return model if model is not None and model.name == name else None
-
-
-def cost_caption(result: Any) -> str | None:
+def cost_caption(result: CellOutcome) -> str | None:
     """A cell's cost as its overlay caption ("1.2 s · 40 calls"); None for a failed cell."""
     if not result.ok:
         return None
@@ -132,17 +131,18 @@ def cost_caption(result: Any) -> str | None:
 class GridFolder:
     """One grid run into one folder: prepare(), then on_cell() as cells arrive, then finish().
 
-    `model` is the loaded model the grid is named after (name, model_hash, family, default_size);
+    `model` is the model the grid is named after (name, model_hash, family, default_size);
     `models(name)` finds the model a cell of a model axis ran on (its hash and family go into that
-    cell's text and script), by default the one pipeline.models holds.
+    cell's text and script), or None when it is not known (the caller passes what the engine has
+    loaded: pipeline.models.loaded_model_named); without it only the grid's model is known.
     """
 
-    def __init__(self, out: Path, spec: GridSpec, resolved: GridSpec, model: Any,
+    def __init__(self, out: Path, spec: GridSpec, resolved: GridSpec, model: ModelLabel,
                  options: FolderOptions = FolderOptions(),
-                 models: Callable[[str], Any | None] | None = None) -> None:
+                 models: Callable[[str], ModelLabel | None] | None = None) -> None:
         self.out, self.spec, self.resolved, self.model = Path(out), spec, resolved, model
         self.options = options
-        self.models = models or _loaded_model
+        self.models = models or (lambda name: None)
         self.cells = expand(resolved)
         self.files = cell_files(self.cells)
         self.records: list[dict[str, Any] | None] = [None] * len(self.cells)
@@ -153,7 +153,7 @@ class GridFolder:
 
         resume=False: no cell counts as done; the previous run's sidecars go (its cell images
         stay until finish() replaces or removes them). resume=True (needs FolderOptions(journal=True)):
-        every cell whose sidecar and files verify (grids.journal.read_verified) is kept, its
+        every cell whose sidecar and files verify (report.journal.read_verified) is kept, its
         record loaded, and its index returned; the rest are to render.
         """
         if resume and not self.options.journal:
@@ -200,7 +200,7 @@ class GridFolder:
 
     # ------------------------------------------------------------ cells
 
-    def _model_for(self, cell_spec: CellSpec) -> Any | None:
+    def _model_for(self, cell_spec: CellSpec) -> ModelLabel | None:
         return self.model if cell_spec.model == self.model.name else self.models(cell_spec.model)
 
     def params(self, cell_spec: CellSpec) -> str:
@@ -208,7 +208,7 @@ class GridFolder:
         model = self._model_for(cell_spec)
         return infotext.parameters(cell_spec, cell_spec.model, model.model_hash if model is not None else "")
 
-    def on_cell(self, index: int, result: Any) -> None:
+    def on_cell(self, index: int, result: CellOutcome) -> None:
         """Write a finished cell's PNG at once, so a crash later keeps the cells done so far."""
         cell, spec = self.cells[index], result.spec
         params = self.params(spec)
@@ -219,7 +219,8 @@ class GridFolder:
                   "model_calls": result.denoiser_calls, "seconds": round(result.seconds, 4),
                   "cached": result.cached, "parameters": params, "file": None, "sha256": None,
                   "error": result.error,
-                  "diffusers_snippet": diffusers_snippet(spec, spec.model, getattr(model, "family", None))}
+                  "diffusers_snippet": diffusers_snippet(spec, spec.model, getattr(model, "family", None)),
+                  "comfyui_workflow": comfyui_workflow(spec, getattr(model, "family", None))}
         if result.ok:
             data = infotext.save_png(result.image, self.out / self.files[index], params)
             record.update(file=self.files[index], sha256=_sha(data))
@@ -230,7 +231,7 @@ class GridFolder:
                                       getattr(model, "model_hash", None))
         self.records[index] = record
 
-    def _save_latents(self, index: int, latents: Any) -> dict[str, str]:
+    def _save_latents(self, index: int, latents: Tensor) -> dict[str, str]:
         from safetensors.torch import save
 
         name = journal.latents_file(self.files[index])
@@ -240,7 +241,7 @@ class GridFolder:
 
     # ------------------------------------------------------------ the end
 
-    def finish(self, results: Sequence[Any], layout_options: LayoutOptions, seconds: dict[str, float],
+    def finish(self, results: Sequence[CellOutcome], layout_options: LayoutOptions, seconds: dict[str, float],
                extra_files: Mapping[str, bytes] | None = None, metrics: dict | None = None) -> dict[str, Any]:
         """Write the cells not yet written, the grid (and its other formats), the animation,
         `extra_files` ({relative name: bytes}), the zip, and last the manifest; returns the manifest.
@@ -272,7 +273,7 @@ class GridFolder:
         infotext.write_atomic(self.out / "manifest.json", data)
         return manifest
 
-    def _grid(self, results: Sequence[Any], labels: GridLabels, layout_options: LayoutOptions,
+    def _grid(self, results: Sequence[CellOutcome], labels: GridLabels, layout_options: LayoutOptions,
               text: str) -> dict[str, Any]:
         """grid.png (and its other formats), drawn one cell image at a time; its manifest entry."""
         grid = draw_grid(CellImages(results), labels, self.resolved.shape, layout_options,
@@ -282,7 +283,7 @@ class GridFolder:
         entry["formats"] = self._grid_formats(grid, text)
         return entry
 
-    def _grid_formats(self, grid: Any, text: str) -> dict[str, dict[str, str]]:
+    def _grid_formats(self, grid: Image.Image, text: str) -> dict[str, dict[str, str]]:
         """grid.jpg / grid.webp for the formats asked for: {format: {"file", "sha256"}}."""
         out = {}
         for fmt in self.options.formats:
@@ -300,7 +301,7 @@ class GridFolder:
         steps = [pos for pos, axis in self.resolved.axes() if axis.axis == "steps" and pos in "xy"]
         return (steps or present or ["x"])[0]
 
-    def _animation(self, results: Sequence[Any], labels: GridLabels,
+    def _animation(self, results: Sequence[CellOutcome], labels: GridLabels,
                    layout_options: LayoutOptions) -> dict[str, Any]:
         axis = self.animation_axis()
         frames, captions = axis_frames(self.cells, results, axis, labels=labels, options=layout_options)

@@ -11,7 +11,7 @@ compared with its series' reference:
   one per distinct model/prompt/seed/size/CFG), so the question becomes "how close to
   the probability-flow ODE's image does this sampler get?".
 
-Distances: pixel RMSE and SSIM (grids.ssim), and latent RMSE between the cells' final
+Distances: pixel RMSE and SSIM (report.ssim), and latent RMSE between the cells' final
 latents. The verdict uses pixel RMSE where the series has images and latent RMSE
 otherwise (`metric=` picks one): "converged by N steps" when the distance is below the
 threshold at N and at every larger step count (the default reference's own step count
@@ -30,9 +30,9 @@ from PIL import Image
 from torch import Tensor
 
 import samplers
-from core.cells import Cell, CellSpec
+from core.cells import Cell, CellOutcome, CellSpec
 from grids import axes
-from grids.ssim import fits_ssim, pixel_rmse, ssim
+from report.ssim import fits_ssim, pixel_rmse, ssim
 
 # 1% of the 0..1 range in RMS (PSNR 40 dB): differences nobody sees side by side, 6x the
 # 8-bit rounding floor, and 2.7-7x below where Euler a / DPM2 a stay on the built-in model.
@@ -93,7 +93,8 @@ def references_to_render(ref_specs: Mapping[CellSpec, CellSpec]) -> list[CellSpe
     return list(dict.fromkeys(ref_specs.values()))
 
 
-def references_from(ref_specs: Mapping[CellSpec, CellSpec], rendered: Sequence[Any]) -> dict[CellSpec, Any]:
+def references_from(ref_specs: Mapping[CellSpec, CellSpec], rendered: Sequence[CellOutcome]
+                    ) -> dict[CellSpec, CellOutcome]:
     """{series_key: rendered reference}, `rendered` being the results of references_to_render()."""
     distinct = references_to_render(ref_specs)
     if len(rendered) != len(distinct):
@@ -253,8 +254,8 @@ class _Reference:
     failure: str | None = None
 
 
-def measure(cells: Sequence[Cell], results: Sequence[Any],
-            references: Mapping[CellSpec, Any] | None = None, *, metric: str = "auto",
+def measure(cells: Sequence[Cell], results: Sequence[CellOutcome],
+            references: Mapping[CellSpec, CellOutcome | Image.Image] | None = None, *, metric: str = "auto",
             pixel_threshold: float = PIXEL_THRESHOLD, latent_threshold: float = LATENT_THRESHOLD
             ) -> Convergence:
     """Distances of every cell to its series' reference, and a verdict per series.
@@ -299,7 +300,7 @@ def _check(cells, results, metric, pixel_threshold, latent_threshold) -> dict[st
     return {"pixel_rmse": float(pixel_threshold), "latent_rmse": float(latent_threshold)}
 
 
-def _highest_steps(members: list[int], cells: Sequence[Cell], results: Sequence[Any]) -> _Reference:
+def _highest_steps(members: list[int], cells: Sequence[Cell], results: Sequence[CellOutcome]) -> _Reference:
     done = [i for i in members if results[i].ok]
     if not done:
         return _Reference(None, None, "none: every cell failed", failure="no finished cells")
@@ -308,7 +309,7 @@ def _highest_steps(members: list[int], cells: Sequence[Cell], results: Sequence[
     return _Reference(results[top].image, results[top].latents, text, cell=top)
 
 
-def _given(key: CellSpec, label: str, references: Mapping[CellSpec, Any]) -> _Reference:
+def _given(key: CellSpec, label: str, references: Mapping[CellSpec, CellOutcome | Image.Image]) -> _Reference:
     if key not in references:
         raise MetricsError(f"no reference for series {label!r} — pass one per series_key "
                            "(references_from(reference_specs(...), rendered) makes them)")
@@ -323,7 +324,7 @@ def _given(key: CellSpec, label: str, references: Mapping[CellSpec, Any]) -> _Re
     return _Reference(ref.image, ref.latents, text)
 
 
-def _row(label: str, spec: CellSpec, result: Any, ref: _Reference, index: int) -> CellDistance:
+def _row(label: str, spec: CellSpec, result: CellOutcome, ref: _Reference, index: int) -> CellDistance:
     pix = sim = lat = None
     note = "reference" if index == ref.cell else ""
     if not result.ok:

@@ -21,9 +21,9 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from core.cells import Cell
-from grids.layout import CellImage, GridLabels, LayoutOptions, draw_grid, kind_tag
-from grids.textfit import fit_text, text_width
+from core.cells import Cell, CellOutcome
+from report.layout import CellImage, GridLabels, LayoutOptions, draw_grid, kind_tag
+from report.textfit import fit_text, text_width
 
 FORMATS = ("gif", "webp")
 BAND_COLOUR = (255, 255, 255)
@@ -161,16 +161,16 @@ def labels_from_cells(cells: Sequence[Cell]) -> GridLabels:
     return GridLabels(**parts)
 
 
-def _picture(result: Any) -> CellImage:
+def _picture(result: CellOutcome) -> CellImage:
     return result.image if result.ok else (result.error or "no image")
 
 
-def _check_cells(cells: Sequence[Cell], results: Sequence[Any]) -> None:
+def _check_cells(cells: Sequence[Cell], results: Sequence[CellOutcome]) -> None:
     if not cells or len(cells) != len(results):
         raise AnimationError(f"need one result per cell, got {len(results)} results for {len(cells)} cells")
 
 
-def axis_frames(cells: Sequence[Cell], results: Sequence[Any], axis: str = "x", *,
+def axis_frames(cells: Sequence[Cell], results: Sequence[CellOutcome], axis: str = "x", *,
                 labels: GridLabels | None = None,
                 options: LayoutOptions | None = None) -> tuple[list[Image.Image], list[str]]:
     """One frame per value of `axis` ("x", "y" or "z"): the grid of the other two axes at that
@@ -198,7 +198,7 @@ def axis_frames(cells: Sequence[Cell], results: Sequence[Any], axis: str = "x", 
     return frames, captions
 
 
-def _preview_at(result: Any, fraction: float) -> Image.Image | None:
+def _preview_at(result: CellOutcome, fraction: float) -> Image.Image | None:
     """The cell's preview at `fraction` of its steps: the last one taken by then (the first if
     none was), scaled to the cell's size; None when the cell has no previews."""
     previews = getattr(result, "previews", None) or {}
@@ -214,7 +214,7 @@ def _preview_at(result: Any, fraction: float) -> Image.Image | None:
     return picture.resize(size, Image.Resampling.BILINEAR)
 
 
-def cell_at_fraction(result: Any, fraction: float) -> CellImage:
+def cell_at_fraction(result: CellOutcome, fraction: float) -> CellImage:
     """A cell as it looked at `fraction` of its steps (its preview), its image if it has no
     previews, or why it failed."""
     if not result.ok:
@@ -223,8 +223,8 @@ def cell_at_fraction(result: Any, fraction: float) -> CellImage:
     return result.image if preview is None else preview
 
 
-def trajectory_frames(cells: Sequence[Cell], results: Sequence[Any], count: int = 8, *, final: bool = True,
-                      labels: GridLabels | None = None,
+def trajectory_frames(cells: Sequence[Cell], results: Sequence[CellOutcome], count: int = 8, *,
+                      final: bool = True, labels: GridLabels | None = None,
                       options: LayoutOptions | None = None) -> tuple[list[Image.Image], list[str]]:
     """The whole grid `count` times, at 1/count, 2/count, ... of every cell's steps, from the
     cells' previews (pipeline RunOptions.preview_every); with `final`, then the finished images.

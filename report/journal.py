@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from grids import infotext
+from report import infotext
 from version import __version__
 
 SIDECAR_FORMAT = "sampler-grid cell 1"

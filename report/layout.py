@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 import samplers
 from grids.spec import GridSpec, GridTooLargeError
-from grids.textfit import MIN_FONT, TextBlock, fit_text, font, text_width
+from report.textfit import MIN_FONT, TextBlock, fit_text, font, text_width
 
 DEFAULT_MAX_MEGAPIXELS = 200.0
 FALLBACK_CELL = (128, 128)

@@ -33,7 +33,7 @@ from typing import Any
 
 import samplers
 from core.cells import CellSpec
-from grids import infotext
+from report import infotext
 from samplers import diffusers_adapter
 from samplers.plan import cell_schedule, schedule_type, shown_schedule
 

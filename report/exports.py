@@ -7,7 +7,7 @@ text where each format keeps it, and writing a zip of a run's files:
     write_zip(path, {"name in zip": bytes | Path}) -> Path          atomic (temp file + rename)
 
 Where the text goes, as A1111 v1.10.1 writes it: PNG, a "parameters" text chunk
-(grids.infotext.png_bytes); JPEG and WebP, the EXIF UserComment (tag 0x9286 in the Exif IFD,
+(report.infotext.png_bytes); JPEG and WebP, the EXIF UserComment (tag 0x9286 in the Exif IFD,
 type UNDEFINED), "UNICODE\\0" then UTF-16 big-endian, in a big-endian TIFF block — what piexif's
 `UserComment.dump(text, encoding="unicode")` + `piexif.dump` give, and what A1111's PNG Info reads.
 
@@ -28,8 +28,8 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
-from grids import infotext
-from grids.reader import EXIF_IFD, USER_COMMENT
+from report import infotext
+from report.infotext_reader import EXIF_IFD, USER_COMMENT
 
 FORMATS = ("png", "jpeg", "webp")
 EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
