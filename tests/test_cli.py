@@ -38,7 +38,8 @@ def first(sd_path: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[int,
     """A 3x2 sampler x steps grid with a random seed (-1), rendered once for these tests."""
     out = tmp_path_factory.mktemp("cli") / "grid"
     rc = cli.main(grid_args(sd_path, out, "--prompt", "a cat, on: a mat", "--negative-prompt", "blurry",
-                            "--cfg", "5", "--x", "sampler=" + ", ".join(SAMPLERS), "--y", "steps=2-3"))
+                            "--seed", "-1", "--cfg", "5", "--x", "sampler=" + ", ".join(SAMPLERS),
+                            "--y", "steps=2-3"))
     return rc, out
 
 

@@ -34,7 +34,7 @@ def test_a_job_streams_then_writes_every_file(holder: ModelHolder) -> None:
     assert {"grid.png", "bundle.zip", "animation.gif", "metrics.csv", "manifest.json", "spec.json"} <= names
     assert len(out.gallery()) == 6 and all(Path(path).exists() for path in out.gallery())
     image, caption, params, snippet = out.cell_view(0)
-    assert caption == "Euler · Steps: 8" or caption.startswith("Euler")
+    assert caption == "Steps: 8 · Euler"  # the cell's labels in axis order: X (steps), then Y
     assert Path(image).exists() and "Sampler: Euler" in params and "Steps: 8" in params
     assert "EulerDiscreteScheduler" in snippet
     assert set(out.chart("steps")["series"]) == {"Euler", "Euler a", "DPM++ 2M SDE"}
