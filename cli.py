@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
             ("guidance", float, "Flux dev: distilled guidance (default 3.5)")):
         g.add_argument(f"--{name}", type=kind, default=None, help=text)
     g.add_argument("--vary-seeds", action="store_true", default=None, help="a different seed per cell")
+    g.add_argument("--from-png", type=Path, default=None, metavar="FILE",
+                   help="start from the settings an A1111 or ComfyUI PNG carries: a grid around that image "
+                        "(its sampler beside DPM++ 2M and Euler a; half, its own and double its steps)")
     for pos in "xyz":
         g.add_argument(f"--{pos}", metavar="AXIS=VALUES",
                        help=f'{pos.upper()} axis, A1111 syntax: "steps=5-20 [4]"; "none" removes it')
@@ -191,11 +194,42 @@ def build_spec(args: argparse.Namespace) -> grids.GridSpec:
         data = {pos: {"axis": axis, "values": values}
                 for pos, (axis, values) in zip(free, wanted, strict=False)}
         data.update(DEFAULT_FIELDS)
+    if args.from_png is not None:
+        data.update(_png_settings(args.from_png, data if args.spec is not None else None))
     data.update(flags)
     for pos in "xyz":
         if getattr(args, pos) is not None:
             data[pos] = _axis_flag(pos, getattr(args, pos))
     return grids.GridSpec.from_json(data)
+
+
+def _png_settings(path: Path, spec: dict[str, Any] | None) -> dict[str, Any]:
+    """Spec fields from an image's settings; without a spec file, axes around the image's cell."""
+    from report.infotext_reader import InfotextError, settings_from_image
+
+    try:
+        _kind, found = settings_from_image(path)
+    except InfotextError as err:
+        raise UsageError(f"--from-png {str(path)!r}: {err}") from None
+    data = {k: v for k, v in found.items() if k in ("model", "prompt", "negative_prompt", "width",
+                                                    "height", "seed", "cfg", "sampler", "schedule", "steps")}
+    options = dict(found.get("sampler_options", ()))
+    for option in ("eta", "s_noise"):
+        if option in options:
+            data[option] = options[option]
+    if spec is None:
+        data.update(around_image(data.get("sampler", "DPM++ 2M"), data.get("steps", 20)))
+    return data
+
+
+def around_image(sampler: str, steps: int) -> dict[str, Any]:
+    """X: the image's sampler beside DPM++ 2M and Euler a; Y: half, the same and double its steps."""
+    from samplers.schedules import MAX_STEPS
+
+    names = list(dict.fromkeys([sampler, "DPM++ 2M", "Euler a"]))
+    counts = sorted({max(1, steps // 2), steps, min(2 * steps, MAX_STEPS)})
+    return {"x": {"axis": "sampler", "values": ", ".join(names)},
+            "y": {"axis": "steps", "values": ", ".join(map(str, counts))}}
 
 
 # ---------------------------------------------------------------- running

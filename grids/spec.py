@@ -329,6 +329,10 @@ def _cell(spec: GridSpec, fixed: dict[str, Any], index: tuple[int, int, int], va
     schedule = settings["schedule"]
     if sampler.schedule is not None and spec.axis("schedule") is None:
         schedule = sampler.schedule
+    info = samplers.info(sampler.sampler)
+    if info.cfg_pp and float(settings["cfg"]) <= 0:
+        raise SpecError(f"{info.name} is a CFG++ sampler: at cfg {float(settings['cfg']):g} its guided "
+                        "estimate is the unconditional one and the prompt is ignored — use cfg about 1 to 2")
     options = _options(sampler.sampler, settings, eta_on_axis=spec.axis("eta") is not None)
     cell_spec = CellSpec(
         model=settings["model"], prompt=settings["prompt"], negative_prompt=settings["negative_prompt"],

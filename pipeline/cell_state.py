@@ -50,6 +50,7 @@ class CellState:
         self.image: Image.Image | None = None
         self.error: str | None = None
         self._row: Row | None = None
+        self.pair = plan.sampler.cfg_pp  # CFG++: answered with (guided, uncond)
         self._started = time.perf_counter()
         self.request: tuple | None = None
         self._advance(lambda: next(gen))
@@ -70,20 +71,24 @@ class CellState:
             c = self.cond
             self._row = Row(x=x, sigma=sigma, timestep=timestep, cond=c.cond, uncond=c.uncond,
                             cfg=float(self.spec.cfg), pooled=c.pooled, uncond_pooled=c.uncond_pooled,
-                            time_ids=c.time_ids, guidance=getattr(self.spec, "guidance", None))
+                            time_ids=c.time_ids, guidance=getattr(self.spec, "guidance", None),
+                            pair=self.pair)
         return self._row
 
-    def receive(self, denoised: Tensor, seconds: float, preview_every: int, decoder) -> None:
-        """Hand the denoised estimate to the sampler; record a preview; catch NaN/inf."""
+    def receive(self, denoised: Tensor | tuple[Tensor, Tensor], seconds: float, preview_every: int,
+                decoder) -> None:
+        """Hand the denoised estimate (a CFG++ sampler's: the pair) to the sampler; record a
+        preview of the guided estimate; catch NaN/inf."""
         self.calls += 1
         self.seconds += seconds
         sigma = self.row().sigma
-        if not torch.isfinite(denoised).all():
+        parts = denoised if isinstance(denoised, tuple) else (denoised,)
+        if not all(torch.isfinite(p).all() for p in parts):
             self.stop(f"the model returned NaN or inf at step {step_of(sigma, self.sigmas)} of "
                       f"{len(self.sigmas) - 1} (sigma={sigma:.4g})")
             return
         if preview_every:
-            self._maybe_preview(sigma, denoised, preview_every, decoder)
+            self._maybe_preview(sigma, parts[0], preview_every, decoder)
         self._advance(lambda: self.gen.send(denoised))
 
     def _maybe_preview(self, sigma: float, denoised: Tensor, every: int, decoder) -> None:

@@ -32,7 +32,9 @@ class Row:
     level; timestep: the model timestep to use (None: derived from sigma);
     cond/uncond: prompt embeddings (1, L, D); pooled/uncond_pooled and
     time_ids: SDXL's extra conditioning; cfg: guidance scale; guidance: Flux's
-    distilled guidance (None: the model's default; other models ignore it).
+    distilled guidance (None: the model's default; other models ignore it); pair: the cell's
+    sampler is a CFG++ sampler, which gets (guided, unconditional) and so runs the
+    unconditional half at any cfg (2 model rows per call).
     """
 
     x: Tensor
@@ -45,11 +47,13 @@ class Row:
     uncond_pooled: Tensor | None = None
     time_ids: Tensor | None = None
     guidance: float | None = None
+    pair: bool = False
 
     @property
     def guided(self) -> bool:
-        # diffusers runs the unconditional half only when guidance_scale > 1.
-        return self.cfg > 1.0
+        # diffusers runs the unconditional half only when guidance_scale > 1; a CFG++ sampler
+        # needs it at every cfg.
+        return self.cfg > 1.0 or self.pair
 
     @property
     def model_rows(self) -> int:
@@ -75,8 +79,9 @@ class ModelDenoiser:
         return next(self.unet.parameters()).dtype
 
     @torch.no_grad()
-    def __call__(self, rows: list[Row]) -> list[Tensor]:
-        """Denoised estimates, one (1, C, h, w) tensor per row, in the rows' dtype."""
+    def __call__(self, rows: list[Row]) -> list[Tensor | tuple[Tensor, Tensor]]:
+        """Denoised estimates, one (1, C, h, w) tensor per row, in the rows' dtype; for a CFG++
+        row the pair (guided, unconditional), both from the batch's two halves."""
         xs, sigmas, ts, ctx, extra = self._gather(rows)
         c_in = (sigmas**2 + 1).rsqrt().view(-1, 1, 1, 1)
         out = self.unet(
@@ -109,14 +114,18 @@ class ModelDenoiser:
         return xs, sigmas, ts, ctx, extra
 
     @staticmethod
-    def _guide(rows: list[Row], denoised: Tensor) -> list[Tensor]:
+    def _guide(rows: list[Row], denoised: Tensor) -> list[Tensor | tuple[Tensor, Tensor]]:
         n_uncond = sum(r.guided for r in rows)
         uncond, cond = denoised[:n_uncond], denoised[n_uncond:]
-        out, u = [], 0
+        out: list[Tensor | tuple[Tensor, Tensor]] = []
+        u = 0
         for i, r in enumerate(rows):
             d = cond[i : i + 1]
-            if r.guided:
-                d = uncond[u : u + 1] + r.cfg * (d - uncond[u : u + 1])
-                u += 1
-            out.append(d.to(r.x.dtype))
+            if not r.guided:
+                out.append(d.to(r.x.dtype))
+                continue
+            d_u = uncond[u : u + 1]
+            u += 1
+            d = d_u + r.cfg * (d - d_u)
+            out.append((d.to(r.x.dtype), d_u.to(r.x.dtype)) if r.pair else d.to(r.x.dtype))
         return out

@@ -6,6 +6,9 @@ This module owns the reading side of what report/infotext.py writes (and what A1
                                                 JPEG/WebP EXIF UserComment, else of a comment
     parse_parameters(text) -> dict              prompt, negative_prompt and the "Key: value" fields
     to_cell_settings(parsed) -> dict            the CellSpec fields the text gives
+    settings_from_image(source) -> (kind, dict) the CellSpec fields an A1111, this app's or
+                                                ComfyUI's image carries (report/comfyui.py reads
+                                                ComfyUI's "prompt"/"workflow" chunks)
 
 The text format (A1111's PNG Info; see report/infotext.py for the writer):
 
@@ -62,6 +65,36 @@ _CHARSETS = {b"ASCII\0\0\0": "ascii", b"UNICODE\0": "unicode", b"\0" * 8: "undef
 
 class InfotextError(ValueError):
     """A source that is not a readable image, or text whose settings cannot become a cell."""
+
+
+# ---------------------------------------------------------------- images -> settings
+
+
+def settings_from_image(source: str | os.PathLike[str] | bytes) -> tuple[str, dict[str, Any]]:
+    """("comfyui" or "a1111", the CellSpec fields) of an image ComfyUI, A1111 or this app saved.
+
+    A ComfyUI "prompt" (or "workflow") text chunk is read first, then A1111's parameters text.
+    Raises InfotextError saying what is wrong: not an image, no settings in it, a malformed or
+    oversized chunk, a sampler or scheduler name that is not known.
+    """
+    from report.comfyui import ComfyUIError, read_comfyui
+
+    with _open(source) as image:
+        try:
+            texts = dict(getattr(image, "text", None) or image.info)
+        except (ValueError, OSError) as err:  # e.g. Pillow's limit on decompressed text chunks
+            raise InfotextError(f"the image's text chunks cannot be read ({err})") from None
+        try:
+            comfy = read_comfyui(texts)
+        except ComfyUIError as err:
+            raise InfotextError(str(err)) from None
+        if comfy is not None:
+            return "comfyui", comfy
+        text = _from_image(image)
+    if not text:
+        raise InfotextError("the image carries no generation settings: no A1111 'parameters' text and "
+                            "no ComfyUI 'prompt' or 'workflow' chunk")
+    return "a1111", to_cell_settings(parse_parameters(text))
 
 
 # ---------------------------------------------------------------- images -> text

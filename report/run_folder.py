@@ -15,6 +15,8 @@ This module owns the folder layout the CLI writes, and the app and sweeps reuse:
     bundle.zip                 only when asked: all of the above with manifest.json
     manifest.json              written last: settings, labels, model calls, seconds, files, sha256,
                                each cell's diffusers script ("diffusers_snippet", null when none),
+                               each cell's ComfyUI API-format prompt ("comfyui_workflow", null
+                               when ComfyUI has no equivalent; report/comfyui.py),
                                totals, and the caller's metrics
 
 Every file is written under a temporary name and renamed, so none is ever half-written, and a
@@ -39,6 +41,7 @@ from core.cells import Cell, CellOutcome, CellSpec, ModelLabel
 from grids.spec import GridSpec, expand
 from report import exports, infotext, journal
 from report.animation import animate, axis_frames
+from report.comfyui import comfyui_workflow
 from report.layout import GridLabels, LayoutOptions, draw_grid
 from report.snippet import diffusers_snippet
 from report.stored import CellImages, StoredResults
@@ -216,7 +219,8 @@ class GridFolder:
                   "model_calls": result.denoiser_calls, "seconds": round(result.seconds, 4),
                   "cached": result.cached, "parameters": params, "file": None, "sha256": None,
                   "error": result.error,
-                  "diffusers_snippet": diffusers_snippet(spec, spec.model, getattr(model, "family", None))}
+                  "diffusers_snippet": diffusers_snippet(spec, spec.model, getattr(model, "family", None)),
+                  "comfyui_workflow": comfyui_workflow(spec, getattr(model, "family", None))}
         if result.ok:
             data = infotext.save_png(result.image, self.out / self.files[index], params)
             record.update(file=self.files[index], sha256=_sha(data))

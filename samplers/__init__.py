@@ -17,6 +17,8 @@ denoiser function D(x; sigma) (see `samplers.protocol`).
 from __future__ import annotations
 
 from samplers import (  # noqa: F401  (importing registers the samplers)
+    cfg_pp,
+    comfyui,
     ddim,
     deis,
     diffusers_adapter,
@@ -26,13 +28,17 @@ from samplers import (  # noqa: F401  (importing registers the samplers)
     dpmpp_sde,
     er_sde,
     euler,
+    gradient_estimation,
+    heunpp,
     ipndm,
     lcm,
     lms,
     plms,
     res_multistep,
     restart,
+    sa_solver,
     schedules,
+    seeds,
     unipc,
 )
 from samplers.names import info, names, resolve, schedule_names
@@ -52,3 +58,4 @@ __all__ = [
 
 train_sigmas = schedules.train_sigmas
 diffusers_adapter.register_equivalents()
+comfyui.register_variants()

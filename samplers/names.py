@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from samplers import diffusers_adapter, schedules
+from samplers import comfyui, diffusers_adapter, schedules
 from samplers.registry import SamplerInfo, UnknownSamplerError, registered, suggest
 
 # A1111 v1.10.1's order, which users know from its dropdown; others follow.
@@ -33,7 +33,8 @@ def resolve(name: str) -> tuple[SamplerInfo, str | None]:
     """Sampler info and the schedule a combined name implies.
 
     "DPM++ 2M Karras" -> (DPM++ 2M, "Karras"); "Euler" -> (Euler, None).
-    "diffusers:<SchedulerClass>" names any diffusers scheduler.
+    "diffusers:<SchedulerClass>" names any diffusers scheduler. ComfyUI's sampler names
+    ("dpmpp_2m", "euler_ancestral", ...) are matched exactly (samplers/comfyui.py).
     """
     if not isinstance(name, str) or not name.strip():
         raise UnknownSamplerError(f"sampler name must be a non-empty string, got {name!r}")
@@ -43,7 +44,12 @@ def resolve(name: str) -> tuple[SamplerInfo, str | None]:
         return known[name], None
     if name.startswith(diffusers_adapter.PREFIX):
         return diffusers_adapter.info_for(name), None
-    by_lower = {k.lower(): v for k, v in known.items()}
+    comfy = comfyui.runs_as(name)  # ComfyUI's lowercase names, matched exactly
+    if comfy is not None and comfy in known:
+        return known[comfy], None
+    by_lower: dict[str, SamplerInfo] = {}
+    for k, v in known.items():  # the first registered wins: "Lms" is A1111's LMS, not ComfyUI's lms
+        by_lower.setdefault(k.lower(), v)
     if name.lower() in by_lower:
         return by_lower[name.lower()], None
     for schedule in schedules.SCHEDULES:
@@ -52,7 +58,9 @@ def resolve(name: str) -> tuple[SamplerInfo, str | None]:
             base = by_lower.get(name[: -len(suffix)].strip().lower())
             if base is not None:
                 return base, schedule
-    raise UnknownSamplerError(suggest(name, names(), "sampler", also=combined_names()))
+    raise UnknownSamplerError(suggest(name, names(), "sampler",
+                                      also=[*comfyui.COMFYUI_SAMPLERS, *combined_names()])
+                              + comfyui.hint(name))
 
 
 def combined_names() -> list[str]:

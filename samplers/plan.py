@@ -115,15 +115,16 @@ def cell_schedule(cell: CellSpec) -> str | None:
 
 
 def calls_for(sampler_info: SamplerInfo, steps: int) -> int:
-    """Denoiser calls `sampler_info` makes in `steps` steps: steps x calls per step, less one for a
-    two-call sampler, whose last step (to sigma 0) is a plain Euler step of one call (Heun, DPM2,
-    DPM++ SDE, ...). Exact for every sampler that takes its step count as given; DPM adaptive
+    """Denoiser calls `sampler_info` makes in `steps` steps: steps x calls per step, except that a
+    multi-call sampler's last step (to sigma 0) is one call (Heun, DPM2, DPM++ SDE, SEEDS-3,
+    SA-Solver PECE, ...). Exact for every sampler that takes its step count as given; DPM adaptive
     chooses its own steps (an estimate), PLMS makes one more, Restart adds some at >= 20 steps
     (the engine settles the count when a cell finishes)."""
     if not sampler_info.uses_steps:
         return ADAPTIVE_CALLS_ESTIMATE
-    calls = steps * sampler_info.calls_per_step
-    return calls - 1 if sampler_info.calls_per_step == 2 and steps > 0 else calls
+    if sampler_info.calls_per_step >= 2 and steps > 0:
+        return (steps - 1) * sampler_info.calls_per_step + 1
+    return steps * sampler_info.calls_per_step
 
 
 def denoiser_calls(cell: CellSpec) -> int:
@@ -131,15 +132,16 @@ def denoiser_calls(cell: CellSpec) -> int:
     return calls_for(resolve(cell.sampler)[0], cell.steps)
 
 
-def rows_for(calls: int, cfg: float) -> int:
-    """Model rows `calls` denoiser calls evaluate: twice as many when CFG > 1 (the engine then runs
-    the unconditional half too, as diffusers does; at cfg <= 1 it runs only one)."""
-    return calls * (2 if cfg > 1.0 else 1)
+def rows_for(sampler_info: SamplerInfo, calls: int, cfg: float) -> int:
+    """Model rows `calls` denoiser calls evaluate (SamplerInfo.rows_per_call): twice as many when
+    the unconditional half runs (CFG > 1, as diffusers does; a CFG++ sampler at any cfg)."""
+    return calls * sampler_info.rows_per_call(cfg)
 
 
 def model_rows(cell: CellSpec) -> int:
     """Model rows `cell` evaluates (what the grid limits count)."""
-    return rows_for(denoiser_calls(cell), cell.cfg)
+    info = resolve(cell.sampler)[0]
+    return rows_for(info, calls_for(info, cell.steps), cell.cfg)
 
 
 def plan_cell(cell: CellSpec, model: ModelFacts) -> SamplingPlan:
@@ -206,7 +208,7 @@ def _plan(cell: CellSpec, info: SamplerInfo, implied: str | None, sig: Tensor, o
     calls = calls_for(info, cell.steps)
     return SamplingPlan(sampler=info, schedule=shown_schedule(info, cell.schedule, implied),
                         sigmas=sig.double(), options=options, flow=model.flow is not None,
-                        denoiser_calls=calls, model_rows=rows_for(calls, cell.cfg),
+                        denoiser_calls=calls, model_rows=rows_for(info, calls, cell.cfg),
                         param=FLOW.with_shift(shift) if shift is not None else VE, shift=shift)
 
 

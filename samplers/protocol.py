@@ -21,6 +21,11 @@ noise source (`samplers.noise.CellNoise`). Each `yield` hands out ``(x, sigma)``
 is a float or a 0-d tensor and receives the denoised estimate D(x; sigma) of the
 same shape as x. The generator's return value is the final sample.
 
+A CFG++ sampler (`SamplerInfo.cfg_pp`) receives, for every request, the pair
+``(guided, unconditional)`` of denoised estimates instead of one tensor: CFG++
+(Chung et al. 2024, "CFG++: Manifold-constrained Classifier Free Guidance")
+steps along the unconditional noise direction from the guided estimate.
+
 A request may carry a third element, the model timestep to use for this call
 (the diffusers adapter does: diffusers rounds some timesteps, and a faithful
 run calls the model exactly there). A plain denoiser ignores it.
@@ -39,7 +44,7 @@ from torch import Tensor
 
 Request = tuple[Tensor, Any] | tuple[Tensor, Any, Any]
 SamplerGenerator = Generator[Request, Tensor, Tensor]
-Denoiser = Callable[[Tensor, Tensor], Tensor]
+Denoiser = Callable[[Tensor, Tensor], Any]  # a Tensor, or (guided, uncond) for a CFG++ sampler
 
 
 class NonFiniteError(FloatingPointError):
@@ -67,11 +72,34 @@ def _check_finite(t: Tensor, what: str, sigma: float, sigmas: Tensor, call: int)
         )
 
 
-def drive(gen: SamplerGenerator, denoiser: Denoiser, sigmas: Tensor) -> tuple[Tensor, int]:
+class PairExpectedError(TypeError):
+    """A CFG++ sampler's denoiser returned one tensor instead of (guided, unconditional)."""
+
+
+def _answer(denoiser: Denoiser, x: Tensor, s: Tensor, pairs: bool, sigmas: Tensor, calls: int) -> Any:
+    """The denoiser's answer to one request, checked: a finite tensor, or a pair of them."""
+    out = denoiser(x, s)
+    if not pairs:
+        _check_finite(out, "the denoised estimate", float(s[0]), sigmas, calls)
+        return out
+    if not (isinstance(out, (tuple, list)) and len(out) == 2
+            and all(isinstance(t, Tensor) and t.shape == x.shape for t in out)):
+        raise PairExpectedError(
+            "a CFG++ sampler needs the denoiser to return a pair (guided_x0, unconditional_x0) "
+            f"of tensors shaped like x {tuple(x.shape)}, got {type(out).__name__}")
+    for t, what in zip(out, ("the guided denoised estimate", "the unconditional denoised estimate"),
+                       strict=True):
+        _check_finite(t, what, float(s[0]), sigmas, calls)
+    return tuple(out)
+
+
+def drive(gen: SamplerGenerator, denoiser: Denoiser, sigmas: Tensor, *,
+          pairs: bool = False) -> tuple[Tensor, int]:
     """Run a sampler generator to the end with a plain denoiser.
 
-    Returns the final sample and the number of denoiser calls made. Raises
-    NonFiniteError naming the step if the denoiser returns NaN/inf.
+    With `pairs` (a CFG++ sampler) the denoiser returns (guided, unconditional) and the
+    sampler receives both. Returns the final sample and the number of denoiser calls made.
+    Raises NonFiniteError naming the step if the denoiser returns NaN/inf.
     """
     calls = 0
     try:
@@ -80,9 +108,7 @@ def drive(gen: SamplerGenerator, denoiser: Denoiser, sigmas: Tensor) -> tuple[Te
             x, sigma = request[0], request[1]
             s = sigma_batch(sigma, x)
             calls += 1
-            denoised = denoiser(x, s)
-            _check_finite(denoised, "the denoised estimate", float(s[0]), sigmas, calls)
-            request = gen.send(denoised)
+            request = gen.send(_answer(denoiser, x, s, pairs, sigmas, calls))
     except StopIteration as stop:
         result = stop.value
     finally:

@@ -52,7 +52,9 @@ class SamplerInfo:
     their defaults, read from the function's signature. inputs: which of "noise" (the
     cell's noise) and "param" (the parametrisation) the function takes, read from its
     signature, so a sampler that draws no noise is never handed any. flow_form: how it runs
-    on a flow model (FLOW_FORMS).
+    on a flow model (FLOW_FORMS). cfg_pp: a CFG++ sampler (Chung et al. 2024): every
+    request is answered with the pair (guided D, unconditional D) instead of one tensor,
+    so the engine runs the unconditional half even at cfg <= 1.
     """
 
     name: str
@@ -68,6 +70,7 @@ class SamplerInfo:
     options: dict[str, Any] = field(default_factory=dict)
     inputs: tuple[str, ...] = ("noise",)
     flow_form: str = "unchanged"
+    cfg_pp: bool = False
 
     @property
     def supports_flow(self) -> bool:
@@ -78,6 +81,11 @@ class SamplerInfo:
     def supports_ve(self) -> bool:
         """Whether the sampler runs on the SD family's (variance-exploding) models."""
         return self.flow_form != "flow-only"
+
+    def rows_per_call(self, cfg: float) -> int:
+        """Model rows one denoiser call costs at guidance scale `cfg`: 2 when the unconditional
+        half runs (cfg > 1, as diffusers does; a CFG++ sampler at any cfg), else 1."""
+        return 2 if cfg > 1.0 or self.cfg_pp else 1
 
 
 _REGISTRY: dict[str, SamplerInfo] = {}
@@ -115,6 +123,7 @@ def register(
     uses_schedule: bool = True,
     discard_penultimate: bool = False,
     flow: str = "unchanged",
+    cfg_pp: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: add a sampler generator function to the registry.
 
@@ -135,7 +144,7 @@ def register(
             default_schedule=default_schedule, description=description,
             uses_steps=uses_steps, uses_schedule=uses_schedule,
             discard_penultimate=discard_penultimate, options=keyword_options(fn),
-            inputs=inputs, flow_form="parametrised" if "param" in inputs else flow,
+            inputs=inputs, flow_form="parametrised" if "param" in inputs else flow, cfg_pp=cfg_pp,
         )
         return fn
 
@@ -160,8 +169,12 @@ def suggest(name: str, choices: list[str], what: str, also: list[str] | None = N
     `also` are further names worth suggesting (e.g. combined "DPM++ 2M Karras" names) that the
     message does not list when nothing is close.
     """
-    lowered = {c.lower(): c for c in [*choices, *(also or [])]}
+    lowered: dict[str, list[str]] = {}
+    for c in [*choices, *(also or [])]:
+        if c not in lowered.setdefault(c.lower(), []):
+            lowered[c.lower()].append(c)  # "Beta" and "beta" are different names: offer both
     close = difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.5)
     if close:
-        return f"unknown {what} {name!r} — did you mean {' or '.join(repr(lowered[c]) for c in close)}?"
+        names = [n for c in close for n in lowered[c]]
+        return f"unknown {what} {name!r} — did you mean {' or '.join(repr(n) for n in names)}?"
     return f"unknown {what} {name!r}; known: {', '.join(choices)}."

@@ -91,8 +91,9 @@ def sample(name: str, denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, seed: in
     """Run sampler `name` from x (noise already scaled to sigmas[0]) along `sigmas`.
 
     `denoiser(x, sigma)` gets x of shape (B, ...) and sigma of shape (B,) and
-    returns the denoised estimate. `sigmas` is used exactly as given. Noise
-    comes only from `seed`: the same seed gives the same result, bit for bit.
+    returns the denoised estimate; for a CFG++ sampler (`info(name).cfg_pp`) it
+    returns the pair (guided_x0, unconditional_x0). `sigmas` is used exactly as
+    given. Noise comes only from `seed`: the same seed gives the same result, bit for bit.
     flow=True: the model is a rectified-flow one (x = (1 - sigma) x0 + sigma eps, sigmas
     in [0, 1]); the sampler runs in its flow form (`samplers.FLOW`). shift (flow only) is
     the model's timestep shift (`samplers.flow_train_sigmas`); it sets the SNR-safe first
@@ -104,5 +105,5 @@ def sample(name: str, denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, seed: in
     param = (FLOW if shift is None else FLOW.with_shift(shift)) if flow else VE
     noise = CellNoise(seed, *sigma_range(sig))
     gen = start_generator(name, x, sig, noise, param=param, **options)
-    result, _calls = drive(gen, denoiser, sig)
+    result, _calls = drive(gen, denoiser, sig, pairs=info(name).cfg_pp)
     return result

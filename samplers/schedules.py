@@ -30,12 +30,23 @@ import torch
 from torch import Tensor
 
 from core.limits import MAX_STEPS  # a longer schedule only re-visits the same noise levels
+from samplers import schedules_comfyui as comfy
 from samplers.registry import suggest
 
 SCHEDULES: tuple[str, ...] = (
     "Automatic", "Uniform", "Karras", "Exponential", "Polyexponential", "SGM Uniform",
     "KL Optimal", "Align Your Steps", "Simple", "Normal", "DDIM", "Beta",
+    # Forge's Laplace, then ComfyUI's types that run differently from their A1111 namesakes
+    # (schedules_comfyui.py) and the one A1111 lacks.
+    "Laplace", "beta", "kl_optimal", "ddim_uniform", "linear_quadratic",
 )
+# ComfyUI's KSampler scheduler names, in its order, and the schedule type each one is here:
+# the names matched exactly, so "beta" is ComfyUI's beta and "Beta" A1111's.
+COMFYUI_SCHEDULERS: dict[str, str] = {
+    "simple": "Simple", "sgm_uniform": "SGM Uniform", "karras": "Karras", "exponential": "Exponential",
+    "ddim_uniform": "ddim_uniform", "beta": "beta", "normal": "Normal",
+    "linear_quadratic": "linear_quadratic", "kl_optimal": "kl_optimal",
+}
 
 # Sabour, Fidler & Kreis 2024, "Align Your Steps: Optimizing Sampling Schedules in
 # Diffusion Models" — the published 10-step noise levels (NVIDIA's how-to page).
@@ -58,18 +69,30 @@ def _key(name: str) -> str:
     return " ".join(name.lower().replace("_", " ").replace("-", " ").split())
 
 
-_LOOKUP = {**{_key(s): s for s in SCHEDULES}, **_ALIASES}
+# Loose spellings go to A1111's type where a ComfyUI name collides with one ("BETA" is Beta):
+# setdefault keeps the first (A1111) entry of SCHEDULES for each key.
+_LOOKUP: dict[str, str] = {}
+for _s in SCHEDULES:
+    _LOOKUP.setdefault(_key(_s), _s)
+_LOOKUP.update(_ALIASES)
 
 
 def canonical(name: str) -> str:
-    """The canonical schedule type for a name typed in any case ("karras" -> "Karras").
+    """The canonical schedule type for a name ("karras" -> "Karras").
 
-    Raises UnknownScheduleError naming the closest known types.
+    ComfyUI's lowercase scheduler names are matched exactly first and give ComfyUI's
+    behaviour ("beta" -> "beta", ComfyUI's; "Beta" -> A1111's); any other spelling is
+    matched ignoring case, spaces, "_" and "-". Raises UnknownScheduleError naming the
+    closest types of both conventions.
     """
     if not isinstance(name, str):
         raise UnknownScheduleError(f"schedule type must be a string, got {name!r}")
+    exact = COMFYUI_SCHEDULERS.get(name.strip())
+    if exact is not None:
+        return exact
     found = _LOOKUP.get(_key(name))
     if found is None:
+        # SCHEDULES holds both conventions' distinct types (ComfyUI's other names are A1111's)
         raise UnknownScheduleError(suggest(name.strip(), list(SCHEDULES), "schedule type"))
     return found
 
@@ -270,13 +293,6 @@ def flow_table_shift(train: Tensor) -> float | None:
     return shift
 
 
-def _kl_optimal(n: int, r: _Range) -> Tensor:
-    # The KL-optimal schedule of Sabour, Fidler & Kreis 2024 ("Align Your Steps", arXiv:2404.14507),
-    # as ComfyUI and A1111 implement it: atan(sigma) linear from atan(smax) to atan(smin).
-    w = _lin(0, 1, n)
-    return torch.tan(w * math.atan(r.smin) + (1 - w) * math.atan(r.smax))
-
-
 def _align_your_steps(n: int, r: _Range) -> Tensor:
     if r.flow_shift is not None:
         raise ValueError("Align Your Steps has published noise levels for SD 1.5 and SDXL only, not for "
@@ -325,9 +341,11 @@ def _beta(n: int, r: _Range) -> Tensor:
 
 _DEFINITIONS: dict[str, Callable[[int, _Range], Tensor]] = {
     "Uniform": _normal, "Karras": _karras, "Exponential": _exponential,
-    "Polyexponential": _polyexponential, "SGM Uniform": _sgm_uniform, "KL Optimal": _kl_optimal,
-    "Align Your Steps": _align_your_steps, "Simple": _simple, "Normal": _normal, "DDIM": _ddim,
-    "Beta": _beta,
+    "Polyexponential": _polyexponential, "SGM Uniform": _sgm_uniform,
+    "KL Optimal": comfy.a1111_kl_optimal, "Align Your Steps": _align_your_steps, "Simple": _simple,
+    "Normal": _normal, "DDIM": _ddim, "Beta": _beta, "Laplace": comfy.laplace, "beta": comfy.comfy_beta,
+    "kl_optimal": comfy.comfy_kl_optimal, "ddim_uniform": comfy.comfy_ddim_uniform,
+    "linear_quadratic": comfy.linear_quadratic,
 }
 
 
@@ -373,24 +391,23 @@ def _make_range(train: Tensor, sigma_min: Any, sigma_max: Any, rho: Any, alpha: 
 def compute(schedule: str, steps: int, train_sigmas: Tensor, *, discard_penultimate: bool = False,
             sigma_min: float | None = None, sigma_max: float | None = None, rho: float | None = None,
             alpha: float = 0.6, beta: float = 0.6, family: str = "SD1.5") -> Tensor:
-    """The `schedule` type's sigmas for `steps` steps: steps+1 strictly descending values ending in 0.
+    """The `schedule` type's sigmas for `steps` steps: steps+1 strictly descending values ending in 0
+    (A1111's KL Optimal ends at sigma_min instead; ComfyUI's beta and ddim_uniform can give a
+    step more or fewer, as ComfyUI does: see samplers/schedules_comfyui.py).
 
     Returned in train_sigmas' dtype (float64 if it is float64, else float32) on its device.
     "Automatic" must be resolved by the caller (samplers.sigmas does). discard_penultimate
     computes steps+1 steps and drops the next-to-last sigma (still steps+1 values).
 
     sigma_min/sigma_max (default: the training range) are honoured by Karras, Exponential,
-    Polyexponential, KL Optimal and Beta directly, and by Uniform, Normal and SGM Uniform
-    through their training timesteps (clamped to the training range). Simple, DDIM and
-    Align Your Steps pick fixed noise levels and ignore them, as in A1111. rho defaults to
+    Polyexponential, KL Optimal, kl_optimal, Beta, Laplace and linear_quadratic (sigma_max)
+    directly, and by Uniform, Normal and SGM Uniform through their training timesteps (clamped
+    to the training range). Simple, DDIM, ddim_uniform, beta and Align Your Steps pick fixed
+    noise levels and ignore them, as A1111 and ComfyUI do. rho defaults to
     7 (Karras) or 1 (Polyexponential); alpha/beta shape Beta; family ("SD1.5"/"SDXL")
     picks the Align Your Steps levels.
 
     Where this differs from A1111 v1.10.1, on purpose:
-    - KL Optimal: A1111 returns n+1 values tan((i/n) atan smin + (1 - i/n) atan smax),
-      i = 0..n, with no final 0, so its last step stops at sigma_min and leaves residual
-      noise. We use ComfyUI's form — n values over i/(n-1), then 0 — so the final image is
-      clean like every other type's.
     - DDIM: A1111 walks 1, 1+c, ... while below N and can return more than n values (7 steps
       give 8); we take exactly n (diffusers' "leading" spacing), the same whenever A1111 gives n.
     - Align Your Steps at 1 step: A1111's reversed interpolation gives 0.029; we start at the
@@ -405,7 +422,9 @@ def compute(schedule: str, steps: int, train_sigmas: Tensor, *, discard_penultim
     n = _check_steps(steps) + (1 if discard_penultimate else 0)
     raw = torch.as_tensor(train_sigmas)
     r = _make_range(_checked_train(raw), sigma_min, sigma_max, rho, alpha, beta, family)
-    sig = torch.cat([_DEFINITIONS[name](n, r), torch.zeros(1, dtype=torch.float64)])
+    sig = _DEFINITIONS[name](n, r)
+    if name not in comfy.NO_FINAL_ZERO:
+        sig = torch.cat([sig, torch.zeros(1, dtype=torch.float64)])
     if discard_penultimate:
         sig = torch.cat([sig[:-2], sig[-1:]])
     out = sig.to(raw.device, _float_dtype(raw))

@@ -233,4 +233,10 @@ def test_on_a_phone_the_grid_comes_right_after_the_prompt(url: str, browser) -> 
          (("prompt", "#sg-prompt"), ("generate", "#sg-generate"), ("grid", "#sg-grid"),
           ("steps", "#sg-steps"))}
     assert y["prompt"] < y["grid"] and y["generate"] < y["grid"] < y["steps"], y
+    set_samplers(page, ["Euler"])
+    text_input(page, "sg-steps").fill("2, 3, 4, 5")
+    page.click("#sg-generate")
+    page.wait_for_selector(DONE, timeout=120_000)
+    right = page.evaluate("() => document.querySelector('#sg-grid img').getBoundingClientRect().right")
+    assert right <= 390, right  # the grid fits the phone's width, not cut off at the right
     page.close()

@@ -204,6 +204,9 @@ def test_formats_animation_and_zip_flags(sd_path, tmp_path):
     assert sorted(m["grid"]["formats"]) == ["jpeg", "webp"] and m["animation"]["axis"] == "y"
     assert read_parameters(out / "grid.webp") == m["grid"]["parameters"]
     assert [c["diffusers_snippet"] is None for c in m["cells"]] == [False, True, False, True]
+    # Euler and DPM++ 2S a both have ComfyUI names; the cells run on "Automatic" = Uniform/Karras
+    assert [c["comfyui_workflow"]["3"]["inputs"]["sampler_name"] for c in m["cells"]] == \
+        ["euler", "dpmpp_2s_ancestral", "euler", "dpmpp_2s_ancestral"]
     with zipfile.ZipFile(out / "bundle.zip") as zf:
         assert zf.read("manifest.json") == (out / "manifest.json").read_bytes() and len(zf.namelist()) == 11
         assert zf.read("metrics.csv") == (out / "metrics.csv").read_bytes()

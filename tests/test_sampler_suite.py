@@ -87,7 +87,11 @@ def run(name: str, family: str, x: torch.Tensor, sigmas: torch.Tensor, *, seed: 
     fam = FAMILIES[family]
     noise = noise_cls(seed, *sigma_range(sigmas))
     gen = samplers.start_generator(name, x, sigmas, noise, param=fam.param, **options)
-    result, calls = drive(gen, denoiser or fam.gaussian.denoiser, sigmas)
+    denoise = denoiser or fam.gaussian.denoiser
+    pairs = samplers.info(name).cfg_pp
+    if pairs:  # a CFG++ sampler gets (guided, unconditional): equal here, so it runs as its base
+        denoise = (lambda d: lambda xx, ss: (d(xx, ss), d(xx, ss)))(denoise)
+    result, calls = drive(gen, denoise, sigmas, pairs=pairs)
     return result, calls, noise
 
 
@@ -115,7 +119,8 @@ def test_float32_keeps_its_dtype_and_matches_float64(name, family):
     assert rms(narrow.double(), wide) < 1e-4  # measured at most 2.3e-5 (the SDE samplers on VE)
 
 
-FIRST_ORDER = {"Euler", "DDIM"}
+# first order (tests/test_comfyui_samplers.py measures the ComfyUI ones on the Gaussian)
+FIRST_ORDER = {"Euler", "DDIM", "Euler CFG++", "Gradient Estimation", "Gradient Estimation CFG++", "heunpp2"}
 
 
 @each([n for n in NATIVE if samplers.info(n).kind == "deterministic"])
@@ -128,6 +133,10 @@ def test_deterministic_samplers_converge_on_the_mixture(name, family):
         out = {n: run(name, family, x, fam.schedule(n), denoiser=fam.mixture.denoiser)[0]
                for n in (8, 16, 64, 128)}
     bound = 0.2 if name in FIRST_ORDER else 0.03 if family == "ve" else 0.06
+    if name.startswith("Gradient Estimation"):
+        # measured 0.254 on VE: gamma 2 extrapolation reaches first order only past ~64 steps
+        # (slopes 0.44, 0.76, 0.89 on the Gaussian, tests/test_comfyui_samplers.py)
+        bound = 0.35
     assert rms(out[64], out[128]) < bound * rms(out[8], out[16])
 
 

@@ -93,9 +93,51 @@ def test_ddim_equals_a1111_loop_when_it_gives_n_values(steps):
 
 
 @pytest.mark.parametrize("steps", [1, 2, 7, 20])
-def test_kl_optimal_comfyui_form(steps):
+def test_kl_optimal_comfyui_and_a1111_forms(steps):
     i = np.arange(steps) / max(steps - 1, 1)
-    _check("KL Optimal", steps, _zero(np.tan(i * math.atan(SMIN) + (1 - i) * math.atan(SMAX))))
+    _check("kl_optimal", steps, _zero(np.tan(i * math.atan(SMIN) + (1 - i) * math.atan(SMAX))))
+    # A1111: n + 1 values over i/n and no final 0 (the image keeps sigma_min of noise)
+    j = np.arange(steps + 1) / steps
+    _check("KL Optimal", steps, np.tan(j * math.atan(SMIN) + (1 - j) * math.atan(SMAX)))
+
+
+@pytest.mark.parametrize("steps", [1, 7, 20, 150])
+@pytest.mark.parametrize("a,b", [(0.6, 0.6), (0.5, 0.7)])
+def test_beta_comfyui_definition(steps, a, b):
+    # ComfyUI: Beta quantiles of 1 - linspace(0, 1, n, endpoint=False) on whole training timesteps,
+    # repeats dropped
+    ts = np.rint(scipy.stats.beta.ppf(1 - np.linspace(0, 1, steps, endpoint=False), a, b) * (N - 1))
+    kept = [int(t) for k, t in enumerate(ts) if k == 0 or t != ts[k - 1]]
+    _check("beta", steps, _zero(T[kept]), alpha=a, beta=b)
+
+
+@pytest.mark.parametrize("steps", [1, 5, 7, 20, 300])
+def test_ddim_uniform_comfyui_walk(steps):
+    idx = list(range(1, N, N // steps))
+    got = S.compute("ddim_uniform", steps, TRAIN64)
+    np.testing.assert_allclose(got.numpy(), _zero(T[idx][::-1]), rtol=1e-12)
+    assert len(S.compute("ddim_uniform", 7, TRAIN64)) == 9  # 8 steps for 7, as in ComfyUI
+
+
+@pytest.mark.parametrize("steps", [1, 2, 7, 20])
+def test_linear_quadratic_mochi_definition(steps):
+    if steps == 1:
+        t = np.array([0.0])
+    else:
+        ls = steps // 2
+        qs = steps - ls
+        diff = ls - 0.025 * steps
+        qc, lc = diff / (ls * qs**2), 0.025 / ls - 2 * diff / qs**2
+        lin = [i * 0.025 / ls for i in range(ls)]
+        t = np.array(lin + [qc * i * i + lc * i + qc * ls**2 for i in range(ls, steps)])
+    _check("linear_quadratic", steps, _zero(SMAX * (1 - t)))
+
+
+@pytest.mark.parametrize("steps", [2, 7, 20])
+def test_laplace_definition(steps):
+    x = np.linspace(0, 1, steps)
+    lam = -0.5 * np.sign(0.5 - x) * np.log(1 - 2 * np.abs(0.5 - x) + 1e-5)
+    _check("Laplace", steps, _zero(np.clip(np.exp(lam), SMIN, SMAX)))
 
 
 @pytest.mark.parametrize("family", ["SD1.5", "SDXL"])
@@ -143,8 +185,16 @@ def test_karras_equals_diffusers_euler_karras():
 def test_every_type_shape_order_and_range(name, train):
     for steps in (1, 2, 5, 20, 150):
         sig = S.compute(name, steps, train)
-        assert sig.dtype == train.dtype and sig.ndim == 1 and len(sig) == steps + 1
+        assert sig.dtype == train.dtype and sig.ndim == 1
         assert (sig[1:] < sig[:-1]).all(), (name, steps)
+        if name in ("beta", "ddim_uniform"):  # ComfyUI's: a step more or fewer at some counts
+            assert 0.8 * steps <= len(sig) - 1 <= 1.2 * steps, (name, steps)
+            assert sig[-1].item() == 0.0
+            continue
+        assert len(sig) == steps + 1
+        if name == "KL Optimal":  # A1111's stops at sigma_min
+            assert sig[-1].item() == pytest.approx(SMIN, rel=1e-6)
+            continue
         assert sig[-1].item() == 0.0 and sig[-2].item() > 0
         assert sig[-2].item() >= 0.99 * SMIN  # AYS ends at its own 0.029
         if name not in ("DDIM", "Align Your Steps"):
@@ -164,7 +214,7 @@ def test_discard_penultimate_drops_exactly_the_next_to_last(name):
 # ---------------------------------------------------------------- overrides
 
 
-@pytest.mark.parametrize("name", ["Karras", "Exponential", "Polyexponential", "KL Optimal", "Beta",
+@pytest.mark.parametrize("name", ["Karras", "Exponential", "Polyexponential", "kl_optimal", "Beta",
                                   "Uniform", "Normal"])
 def test_range_overrides_set_both_ends(name):
     sig = S.compute(name, 12, TRAIN64, sigma_min=0.1, sigma_max=8.0)
@@ -184,7 +234,7 @@ def test_one_sided_override_keeps_the_other_training_end():
     assert sig[0].item() == pytest.approx(5.0) and sig[-2].item() == pytest.approx(SMIN)
 
 
-@pytest.mark.parametrize("name", ["Simple", "DDIM", "Align Your Steps"])
+@pytest.mark.parametrize("name", ["Simple", "DDIM", "Align Your Steps", "beta", "ddim_uniform"])
 def test_fixed_level_types_ignore_overrides(name):
     assert torch.equal(S.compute(name, 10, TRAIN), S.compute(name, 10, TRAIN, sigma_min=0.5, sigma_max=5.0))
 
@@ -267,17 +317,34 @@ def test_timestep_mapping_clamps_outside_the_training_range():
 def test_schedule_names_in_a1111_order():
     assert S.SCHEDULES == ("Automatic", "Uniform", "Karras", "Exponential", "Polyexponential",
                            "SGM Uniform", "KL Optimal", "Align Your Steps", "Simple", "Normal", "DDIM",
-                           "Beta")
+                           "Beta", "Laplace", "beta", "kl_optimal", "ddim_uniform", "linear_quadratic")
 
 
 @pytest.mark.parametrize("typed,name", [
-    ("karras", "Karras"), ("KARRAS", "Karras"), ("sgm_uniform", "SGM Uniform"), ("kl_optimal", "KL Optimal"),
-    ("ays", "Align Your Steps"), ("align_your_steps", "Align Your Steps"), ("ddim_uniform", "DDIM"),
-    ("exponential", "Exponential"), ("polyexponential", "Polyexponential"), ("simple", "Simple"),
-    ("normal", "Normal"), ("beta", "Beta"), ("uniform", "Uniform"), (" Automatic ", "Automatic"),
+    ("karras", "Karras"), ("KARRAS", "Karras"), ("sgm_uniform", "SGM Uniform"), ("kl_optimal", "kl_optimal"),
+    ("KL_Optimal", "KL Optimal"), ("kl optimal", "KL Optimal"),
+    ("ays", "Align Your Steps"), ("align_your_steps", "Align Your Steps"), ("ddim_uniform", "ddim_uniform"),
+    ("DDIM uniform", "DDIM"), ("exponential", "Exponential"), ("polyexponential", "Polyexponential"),
+    ("simple", "Simple"), ("normal", "Normal"), ("beta", "beta"), ("BETA", "Beta"), ("Beta", "Beta"),
+    ("uniform", "Uniform"), (" Automatic ", "Automatic"), ("linear quadratic", "linear_quadratic"),
+    ("laplace", "Laplace"),
 ])
 def test_canonical_names(typed, name):
     assert S.canonical(typed) == name
+
+
+def test_every_comfyui_scheduler_name_is_a_schedule_type():
+    comfyui = ["simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal",
+               "linear_quadratic", "kl_optimal"]
+    assert list(S.COMFYUI_SCHEDULERS) == comfyui
+    for name in comfyui:
+        assert S.canonical(name) in S.SCHEDULES
+        assert len(S.compute(name, 10, TRAIN)) >= 10
+
+
+def test_unknown_comfyui_style_name_suggests_both_conventions():
+    with pytest.raises(S.UnknownScheduleError, match="'kl_optimal'.*'KL Optimal'|'KL Optimal'.*'kl_optimal'"):
+        S.canonical("kl_optimall")
 
 
 def test_unknown_schedule_suggests_closest():
@@ -359,12 +426,18 @@ def flow_shifted(t, shift):
 
 
 @pytest.mark.parametrize("shift", FLOW_SHIFTS)
-@pytest.mark.parametrize("schedule", [s for s in S.SCHEDULES if s not in ("Automatic", "Align Your Steps")])
+@pytest.mark.parametrize("schedule", [s for s in S.SCHEDULES
+                                      if s not in ("Automatic", "Align Your Steps", "Laplace")])
 @pytest.mark.parametrize("steps", [1, 4, 20, 50])
 def test_every_schedule_type_runs_on_a_flow_table(schedule, steps, shift):
     sig = S.compute(schedule, steps, samplers.flow_train_sigmas(shift), discard_penultimate=False)
-    assert len(sig) == steps + 1 and float(sig[-1]) == 0 and float(sig[0]) <= 1
-    assert bool((sig[1:] < sig[:-1]).all())
+    assert float(sig[0]) <= 1 and bool((sig[1:] < sig[:-1]).all())
+    if schedule in ("beta", "ddim_uniform"):  # ComfyUI's: a step more or fewer at some counts
+        assert 0.8 * steps <= len(sig) - 1 <= 1.2 * steps + 1 and float(sig[-1]) == 0
+        return
+    assert len(sig) == steps + 1
+    # A1111's KL Optimal stops at sigma_min, as A1111 runs it
+    assert float(sig[-1]) > 0 if schedule == "KL Optimal" else float(sig[-1]) == 0
 
 
 @pytest.mark.parametrize("shift", FLOW_SHIFTS)
@@ -406,7 +479,7 @@ def test_flow_beta_reads_table_entries_at_the_beta_quantiles(steps):
 
 def test_flow_ranged_types_use_the_tables_ends():
     table = samplers.flow_train_sigmas(3.0)
-    for schedule in ("Karras", "Exponential", "KL Optimal", "Polyexponential"):
+    for schedule in ("Karras", "Exponential", "kl_optimal", "Polyexponential"):
         sig = S.compute(schedule, 10, table)
         assert float(sig[0]) == pytest.approx(1.0) and float(sig[-2]) == pytest.approx(float(table[0]))
 
@@ -415,6 +488,8 @@ def test_flow_tables_refuse_align_your_steps_and_sigma_above_one():
     table = samplers.flow_train_sigmas(3.0)
     with pytest.raises(ValueError, match="flow models"):
         S.compute("Align Your Steps", 10, table)
+    with pytest.raises(ValueError, match="not a flow model's"):
+        S.compute("Laplace", 10, table)
     with pytest.raises(ValueError, match="at most 1"):
         S.compute("Karras", 10, table, sigma_max=2.0)
 

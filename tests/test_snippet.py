@@ -14,7 +14,12 @@ from pipeline.render import render
 from report.snippet import diffusers_scheduler, diffusers_snippet, snippet_unavailable_reason
 
 NO_EQUIVALENT = {"DPM++ 2S a", "DPM fast", "DPM adaptive", "Restart", "DPM++ 2M SDE Heun", "LCM", "DEIS",
-                 "ER-SDE", "iPNDM", "res_multistep"}
+                 "ER-SDE", "iPNDM", "res_multistep",
+                 # ComfyUI's variants and ComfyUI-only samplers (samplers/comfyui.py)
+                 "lms", "dpmpp_3m_sde", "uni_pc_bh2", "Gradient Estimation", "Gradient Estimation CFG++",
+                 "Euler CFG++", "Euler a CFG++", "DPM++ 2S a CFG++", "DPM++ 2M CFG++", "res_multistep_cfg_pp",
+                 "res_multistep_ancestral", "res_multistep_ancestral_cfg_pp", "heunpp2", "ipndm_v", "seeds_2",
+                 "seeds_3", "exp_heun_2_x0", "exp_heun_2_x0_sde", "SA-Solver", "SA-Solver PECE"}
 
 
 def cell(sampler="DPM++ 2M", schedule="Automatic", options=(), prompt="a cat", negative="", steps=20,

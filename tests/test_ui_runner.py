@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -33,10 +34,13 @@ def test_a_job_streams_then_writes_every_file(holder: ModelHolder) -> None:
     names = {p.name for p in out.files}
     assert {"grid.png", "bundle.zip", "animation.gif", "metrics.csv", "manifest.json", "spec.json"} <= names
     assert len(out.gallery()) == 6 and all(Path(path).exists() for path in out.gallery())
-    image, caption, params, snippet = out.cell_view(0)
-    assert caption == "Steps: 8 · Euler"  # the cell's labels in axis order: X (steps), then Y
+    image, caption, params, snippet, workflow, workflow_file = out.cell_view(0)
+    assert caption == "Euler · Steps: 8"  # the row, then the column
     assert Path(image).exists() and "Sampler: Euler" in params and "Steps: 8" in params
     assert "EulerDiscreteScheduler" in snippet
+    # beside them, the cell as a ComfyUI API-format prompt, to copy or to download
+    assert json.loads(workflow)["3"]["inputs"]["sampler_name"] == "euler"
+    assert json.loads(Path(workflow_file).read_text(encoding="utf-8")) == json.loads(workflow)
     assert set(out.chart("steps")["series"]) == {"Euler", "Euler a", "DPM++ 2M SDE"}
     assert out.convergence.reference_mode == "highest steps"
     assert out.trajectory(0.5).size == out.grid.size

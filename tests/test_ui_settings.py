@@ -117,6 +117,10 @@ def test_every_sampler_is_in_exactly_one_group_with_a_description() -> None:
     assert sorted(listed) == sorted(samplers.names())
     assert "Euler a" in groups["Ancestral"] and "DPM++ 2M SDE" in groups["SDE"]
     assert "Euler (diffusers)" in groups["diffusers"] and "Heun" in groups["Deterministic"]
+    # CFG++ samplers have their own group whatever their kind (they want cfg 1-2)
+    assert {"Euler CFG++", "Euler a CFG++", "DPM++ 2S a CFG++", "DPM++ 2M CFG++", "res_multistep_cfg_pp",
+            "res_multistep_ancestral_cfg_pp", "Gradient Estimation CFG++"} == set(groups["CFG++"])
+    assert "seeds_2" in groups["SDE"] and "res_multistep_ancestral" in groups["Ancestral"]
     texts = catalogue.descriptions()
     assert texts["Heun"].endswith("(deterministic, 2 model calls per step)")
 

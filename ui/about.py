@@ -27,6 +27,12 @@ one continuous random path per seed (a Brownian motion), so neighbouring step co
 noise. They wander less than ancestral samplers, yet still do not converge to the deterministic
 image. **s_noise** scales that noise.
 
+**CFG++ samplers** — *Euler CFG++*, *DPM++ 2M CFG++*, ... (Chung et al. 2024) — step from the
+guided estimate but re-noise with the *unconditional* one, which keeps strong guidance from
+overshooting. They want a CFG of about 1 to 2, not 7, and always run the unconditional half
+(2 model rows per call, even at CFG 1). ComfyUI's names work too: type `dpmpp_2m`, `karras`,
+`beta`; where a name means something else in A1111 ("beta" vs "Beta"), each runs as its tool does.
+
 **Karras, Exponential, and other schedule types** decide *where* the steps go along the noise
 levels. *Karras* (from Karras et al. 2022) packs more steps at low noise, where fine detail forms;
 *Exponential* spaces them evenly in log-noise; *Uniform/Normal* space them evenly in model time.

@@ -1,8 +1,9 @@
 """The sampler menu: samplers grouped the way users think of them, with presets.
 
 Groups: Deterministic, Ancestral and SDE for the native samplers (by their
-registry kind), and diffusers for the "(diffusers)" equivalents whatever their
-kind. Presets are ready-made comparisons; each names samplers, step counts and
+registry kind), CFG++ for the samplers that guide with CFG++ (whatever their kind:
+they want a cfg near 1-2, not 7), and diffusers for the "(diffusers)" equivalents
+whatever their kind. Presets are ready-made comparisons; each names samplers, step counts and
 a schedule type, all checked against the registry by the tests.
 """
 
@@ -14,7 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-GROUPS = ("Deterministic", "Ancestral", "SDE", "diffusers")
+GROUPS = ("Deterministic", "Ancestral", "SDE", "CFG++", "diffusers")
 _KIND_GROUP = {"deterministic": "Deterministic", "ancestral": "Ancestral", "sde": "SDE"}
 # The menu as data, written from the registry by `python -m ui.catalogue`; the page reads this
 # file so that it can be built before torch is imported (a test checks it matches the registry).
@@ -29,7 +30,8 @@ def from_registry() -> dict[str, Any]:
     texts = {}
     for name in samplers.names():
         info = samplers.info(name)
-        group = "diffusers" if info.family == "diffusers" else _KIND_GROUP[info.kind]
+        group = ("diffusers" if info.family == "diffusers" else "CFG++" if info.cfg_pp
+                 else _KIND_GROUP[info.kind])
         groups[group].append(name)
         cost = "1 model call" if info.calls_per_step == 1 else f"{info.calls_per_step} model calls"
         texts[name] = f"{info.description} ({info.kind}, {cost} per step)"
@@ -88,6 +90,19 @@ PRESETS = (
            ("Euler", "Euler (diffusers)", "DPM++ 2M", "DPM++ 2M (diffusers)", "UniPC", "UniPC (diffusers)"),
            "10, 20, 40", "Automatic",
            "The same method from two implementations: near-identical rows mean both are right."),
+    Preset("CFG++ vs plain",
+           ("Euler", "Euler CFG++", "DPM++ 2M", "DPM++ 2M CFG++", "res_multistep", "res_multistep_cfg_pp"),
+           "10, 20, 30", "Karras",
+           "Each sampler beside its CFG++ form. CFG++ wants cfg about 1-2 where plain CFG wants 5-8: "
+           "run it twice, or put CFG on the Y axis (e.g. 1.5, 7)."),
+    Preset("ComfyUI defaults",
+           ("Euler", "Euler a", "DPM++ 2M", "DPM++ 2M SDE", "DPM++ SDE", "UniPC"), "10, 20, 30", "Normal",
+           "ComfyUI's KSampler on its default workflow's scheduler (normal): euler, euler_ancestral, "
+           "dpmpp_2m, dpmpp_2m_sde, dpmpp_sde, uni_pc, under their A1111 names."),
+    Preset("Flux favourites",
+           ("Euler", "DPM++ 2M", "DEIS", "iPNDM", "res_multistep", "UniPC"), "8, 16, 28", "beta",
+           "What ComfyUI users settle on for Flux and SD3: euler, dpmpp_2m, deis, ipndm, res_multistep "
+           "and uni_pc on ComfyUI's beta scheduler, 20-30 steps. Pick a flow model; CFG 1 for Flux dev."),
 )
 PRESET_BY_NAME = {p.name: p for p in PRESETS}
 

@@ -114,6 +114,33 @@ def apply_preset(name: str, grouped: dict[str, list[str]]) -> list[Any]:
     return [*lists, preset.steps, preset.schedule]
 
 
+def settings_from_png(path: str | None, values: list[Any], grouped: dict[str, list[str]],
+                      models: tuple[str, ...] | None = None) -> list[Any]:
+    """The page's control values with an A1111 or ComfyUI image's settings laid over them: a grid
+    around that image (its prompts, model, seed, size, CFG and schedule; its sampler checked
+    beside the ones already checked; half, its own and double its steps). With `models` (public
+    mode's list) the image's model is taken only if it is one of them."""
+    if not path:
+        return values
+    from report.infotext_reader import InfotextError, settings_from_image  # imports torch: not at page build
+
+    try:
+        _kind, found = settings_from_image(path)
+    except InfotextError as err:
+        raise gr.Error(f"cannot use that image: {err}") from None
+    current = settings_from(values)
+    changes: dict[str, Any] = {k: found[k] for k in ("prompt", "negative_prompt", "model", "seed", "cfg",
+                                                     "width", "height", "schedule") if k in found}
+    if models is not None and changes.get("model") not in models:
+        changes.pop("model", None)
+    if "sampler" in found:
+        changes["samplers"] = tuple(dict.fromkeys([found["sampler"], *current.samplers]))
+    if "steps" in found:
+        n = int(found["steps"])
+        changes["steps"] = ", ".join(str(v) for v in sorted({max(1, n // 2), n, min(2 * n, 1000)}))
+    return values_from(replace(current, **changes), grouped)
+
+
 # ------------------------------------------------------------------ generate
 
 

@@ -44,6 +44,8 @@ CSS = """
   #sg-controls > * { order: 3; }
   #sg-controls > #sg-top { order: 1; }
   #sg-results { order: 2; }
+  #sg-main > *, #sg-results { width: 100%; max-width: 100%; min-width: 0; align-self: stretch; }
+  #sg-grid img { max-width: 100%; }
 }
 /* the grid starts below the label and the download/fullscreen buttons, which would cover the
    last column's label */
@@ -119,6 +121,10 @@ def _controls(config: AppConfig, d: Settings, groups: dict[str, list[str]]) -> d
     with gr.Group():
         c["preset"] = gr.Dropdown([p.name for p in PRESETS], value=None, label="Preset comparison",
                                   info="fills in samplers, steps and schedule")
+        c["from_png"] = gr.File(label="Start from an image: drop an A1111 or ComfyUI PNG to fill in its "
+                                      "settings for a grid around it",
+                                file_types=[".png", ".jpg", ".jpeg", ".webp"], type="filepath", height=90,
+                                elem_id="sg-from-png")
         with gr.Row(elem_classes="sg-samplers"):
             for group in GROUPS[:-1]:
                 c[f"group:{group}"] = _sampler_group(group, groups, d)
@@ -180,7 +186,8 @@ def _results() -> dict[str, Any]:
     r["run"] = gr.State("")
     with gr.Tabs():
         with gr.Tab("Cells"):
-            gr.Markdown("Click a cell to see it large, with its A1111 parameters and diffusers code.")
+            gr.Markdown("Click a cell to see it large, with its A1111 parameters, diffusers code and "
+                        "ComfyUI workflow.")
             r["gallery"] = gr.Gallery(show_label=False, columns=6, height="auto", allow_preview=False,
                                       object_fit="contain", buttons=[], elem_id="sg-gallery")
             with gr.Row(equal_height=False):
@@ -191,6 +198,11 @@ def _results() -> dict[str, Any]:
                                                 buttons=["copy"], interactive=False, elem_id="sg-cell-info")
                     r["snippet"] = gr.Code(label="diffusers code for this cell", language="python",
                                            elem_id="sg-snippet")
+                    r["workflow"] = gr.Code(label="ComfyUI workflow (API format) for this cell: copy it, or "
+                                            "load the file in ComfyUI", language="json",
+                                            elem_id="sg-workflow")
+                    r["workflow_file"] = gr.File(label="ComfyUI workflow file", interactive=False,
+                                                 elem_id="sg-workflow-file")
         with gr.Tab("Convergence"):
             with gr.Row():
                 r["chart_by"] = gr.Radio(["steps", "model calls"], value="steps", label="Horizontal axis",
@@ -284,7 +296,11 @@ def _wire(demo: gr.Blocks, config: AppConfig, models: ModelHolder, groups: dict[
                       [*(c[f"group:{g}"] for g in GROUPS), c["steps"], c["schedule"], c["diffusers_open"]],
                       queue=False, api_visibility="private")
     c["quick_steps"].input(lambda v: v, c["quick_steps"], c["steps"], queue=False, api_visibility="private")
-    r["gallery"].select(_select_cell, r["run"], [r["cell_image"], r["cell_info"], r["snippet"]],
+    allowed = tuple(config.models) if config.public else None
+    c["from_png"].upload(lambda path, *v: h.settings_from_png(path, list(v), groups, allowed),
+                         [c["from_png"], *controls], controls, api_visibility="private")
+    r["gallery"].select(_select_cell, r["run"], [r["cell_image"], r["cell_info"], r["snippet"],
+                                                  r["workflow"], r["workflow_file"]],
                         api_visibility="private")
     # The axis title and the data as two updates: Gradio's LinePlot given both in one update
     # draws the previous data under the new title (one toggle behind).
@@ -299,7 +315,8 @@ def _wire(demo: gr.Blocks, config: AppConfig, models: ModelHolder, groups: dict[
     api["button"].click(_api_render(config, models), api["spec"], [api["image"], api["manifest"]],
                         api_name="render", concurrency_id="render", concurrency_limit=config.concurrency)
     timer.tick(lambda: _status(models), None, [status, timer], api_visibility="private").then(
-        lambda: _model_controls(models, groups), None, model_outputs, queue=False, api_visibility="private")
+        lambda: _model_controls(models, groups), None, model_outputs, queue=False, api_visibility="private",
+        show_progress="hidden")  # a spinner over the sampler checklists on every status tick looked busy
     demo.load(lambda: _status(models), None, [status, timer], queue=False, api_visibility="private")
     demo.load(_restore(groups), None, [*controls, r["notice"], r["autorun"]],
               api_visibility="private").then(
@@ -351,9 +368,10 @@ def _preset(name: str, groups: dict[str, list[str]]) -> list[Any]:
 
 def _select_cell(run_id: str, evt: gr.SelectData) -> list[Any]:
     """The clicked cell large (nearest-neighbour, as the grid), titled by its labels, with its
-    A1111 text and diffusers code beside it."""
-    image, caption, info, snippet = h.run_of(run_id).cell_view(evt.index)
-    return [gr.Image(value=display_cell(image), label=caption or "Cell"), info, snippet]
+    A1111 text, diffusers code and ComfyUI workflow beside it."""
+    image, caption, info, snippet, workflow, workflow_file = h.run_of(run_id).cell_view(evt.index)
+    return [gr.Image(value=display_cell(image), label=caption or "Cell"), info, snippet, workflow,
+            workflow_file]
 
 
 def _chart(run_id: str, by: str) -> Any:

@@ -8,6 +8,8 @@ verdicts and the denoising trajectory at a given fraction.
 
 from __future__ import annotations
 
+import json
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -57,16 +59,32 @@ class RunOutputs:
         return [str(self.folder / self._record(i)["file"]) for i in range(len(self.cells))
                 if self._record(i).get("file")]
 
-    def cell_view(self, gallery_index: int) -> tuple[str | None, str, str, str]:
-        """(image path, its axis labels, A1111 parameters, diffusers snippet) of the gallery's n-th cell."""
+    def cell_view(self, gallery_index: int) -> tuple[str | None, str, str, str, str, str | None]:
+        """(image path, its axis labels, A1111 parameters, diffusers snippet, ComfyUI workflow JSON,
+        that workflow as a file to download or None) of the gallery's n-th cell."""
         with_files = [i for i in range(len(self.cells)) if self._record(i).get("file")]
         if not 0 <= gallery_index < len(with_files):
-            return None, "", "", ""
+            return None, "", "", "", "", None
         index = with_files[gallery_index]
         record = self._record(index)
-        caption = " · ".join(label for label in self.cells[index].labels if label)
+        x, y, z = self.cells[index].labels  # read as the grid is: row, then column, then page
+        caption = " · ".join(label for label in (y, x, z) if label)
         snippet = record.get("diffusers_snippet") or "# diffusers has no equivalent of this sampler"
-        return str(self.folder / record["file"]), caption, record["parameters"], snippet
+        text, path = self._workflow(record)
+        return str(self.folder / record["file"]), caption, record["parameters"], snippet, text, path
+
+    def _workflow(self, record: dict[str, Any]) -> tuple[str, str | None]:
+        """The cell's ComfyUI workflow as JSON text and as a file (outside the run folder, whose
+        files the manifest lists; Gradio serves the temp dir), or a note and None."""
+        workflow = record.get("comfyui_workflow")
+        if workflow is None:
+            return "// ComfyUI has no equivalent of this cell (see docs/SAMPLERS.md, ComfyUI names)", None
+        text = json.dumps(workflow, indent=2, ensure_ascii=False)
+        where = Path(tempfile.gettempdir()) / "sampler-grid-comfyui" / self.folder.name
+        where.mkdir(parents=True, exist_ok=True)
+        path = where / f"{Path(record['file']).stem}.comfyui.json"
+        path.write_text(text, encoding="utf-8")
+        return text, str(path)
 
     def chart(self, by: str = "steps") -> Any:
         """Tidy rows for the convergence chart (a DataFrame): series, x (steps or model calls),
