@@ -64,9 +64,10 @@ def sdxl_single_file(tiny_dir: Path, sdxl_deep_path: Path) -> Path:
 
 # Which tier a test is in, by the fixtures it uses and by the file it is in.
 _TIER_FIXTURES = {"sdxl_path": "sdxl", "sdxl_deep_path": "sdxl", "sdxl_single_file": "sdxl",
-                  "sd_path": "model", "sdv_path": "model"}
+                  "sd_path": "model", "sdv_path": "model", "sd3_path": "model", "flux_path": "model",
+                  "flux_schnell_path": "model"}
 _TIER_FILES = {
-    "test_browser.py": "browser",
+    "test_browser.py": "browser", "test_browser_page.py": "browser",
     "test_sweep_multiprocess.py": "multiprocess", "test_sweep_resume.py": "multiprocess",
     "test_builtin.py": "model", "test_ui_runner.py": "model", "test_hardening_faults.py": "model",
     "test_hardening_security.py": "model", "test_hardening_api.py": "model", "test_previews.py": "model",
@@ -75,12 +76,17 @@ _TIER_FILES = {
 }
 
 
+# Slow tests in otherwise fast files (measured: 20-120 s each on two cores).
+_TIER_TESTS = {"test_on_the_builtin_model_ancestral_samplers_never_settle": "model",
+               "test_building_the_page_does_not_import_torch": "multiprocess"}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         tiers = {_TIER_FIXTURES[f] for f in getattr(item, "fixturenames", ()) if f in _TIER_FIXTURES}
-        tier = _TIER_FILES.get(item.path.name)
-        if tier:
-            tiers.add(tier)
+        for tier in (_TIER_FILES.get(item.path.name), _TIER_TESTS.get(getattr(item, "originalname", ""))):
+            if tier:
+                tiers.add(tier)
         for name in sorted(tiers):
             item.add_marker(getattr(pytest.mark, name))
         if tiers:
