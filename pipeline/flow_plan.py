@@ -1,11 +1,7 @@
-"""What a cell runs on a flow model: its shift, its sigmas, and the flow-only options' checks.
+"""The flow-only settings' checks against the loaded model (a cell's shift, sigmas and
+parametrisation on a flow model are decided by the sampling plan, samplers.plan.plan_cell).
 
-This module owns the flow-model rules of a cell's sampling plan:
-- the cell's shift: its "shift" setting, or the model's own (SD3's scheduler shift; Flux's
-  resolution-dependent exp(mu) for the cell's size, see samplers.flow_schedule);
-- "Automatic" on a flow model: what the model's own diffusers pipeline runs by default
-  (pipeline_sigmas); any other schedule type is computed on the shifted flow table
-  sigma_i = shifted(i / 1000), as ComfyUI's schedulers do on its flow models;
+This module owns:
 - refusing flow-only settings ("shift", "guidance") on SD-family models, "guidance" on a
   flow model without a guidance embedding, and a shift <= 0, each with a one-line message.
 """
@@ -14,11 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import Tensor
-
-import samplers
 from core.limits import SpecError
-from samplers.flow_schedule import check_shift, model_shift, pipeline_sigmas, train_sigmas
+from samplers.flow_schedule import check_shift
 
 
 class FlowOptionError(SpecError):
@@ -69,20 +62,3 @@ def check_cells(specs: list[Any], model: Any) -> None:
 def size_multiple(model: Any) -> int:
     """What image sides must be a multiple of: the VAE factor, times the patch size on SD3 / Flux."""
     return model.vae_scale_factor * (model.flow.patch if getattr(model, "flow", None) else 1)
-
-
-def cell_shift(spec: Any, model: Any, latent_height: int, latent_width: int) -> float:
-    """The shift multiplier the cell samples with: its own setting, else the model's."""
-    shift, _ = cell_flow_settings(spec)
-    if shift is not None:
-        return check_shift(shift)
-    return model_shift(model.flow.shift, latent_height, latent_width)
-
-
-def flow_sigmas(spec: Any, model: Any, latent_height: int, latent_width: int) -> Tensor:
-    """The descending sigmas (float64, ending in 0) a native sampler runs on a flow model."""
-    shift = cell_shift(spec, model, latent_height, latent_width)
-    if spec.schedule == "Automatic":
-        return pipeline_sigmas(model.family, spec.steps, shift)
-    table = train_sigmas(shift)
-    return samplers.sigmas(spec.schedule, spec.steps, table, sampler=spec.sampler).double()

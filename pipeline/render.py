@@ -21,7 +21,7 @@ from pipeline.decode import Decoder
 from pipeline.denoiser import ModelDenoiser
 from pipeline.engine import Delivery, RunOptions, TickLoop, latent_noise
 from pipeline.flow_denoiser import FlowDenoiser
-from pipeline.flow_plan import check_flow_options
+from pipeline.flow_plan import check_flow_options, size_multiple
 from pipeline.models import LoadedModel, load_model
 from samplers.noise import CellNoise, sigma_range
 from samplers.plan import denoiser_calls, plan_cell
@@ -33,7 +33,7 @@ class CellSetupError(ValueError):
 
 def latent_shape(spec: CellSpec, model: LoadedModel) -> tuple[int, int, int, int]:
     f = model.vae_scale_factor
-    pixels = f * model.flow.patch if model.is_flow else f  # a transformer token is patch x patch latents
+    pixels = size_multiple(model)  # a transformer token is patch x patch latents
     if spec.width % pixels or spec.height % pixels or spec.width <= 0 or spec.height <= 0:
         raise CellSetupError(
             f"size {spec.width}x{spec.height} is not a multiple of {pixels} for this model — "
