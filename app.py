@@ -1,7 +1,7 @@
 """Sampler Grid: the web app. `python app.py` serves it at http://127.0.0.1:7860.
 
 Options: --host, --port, --share (a public gradio.live link), --model (a model to offer;
-repeat it; the first is the default, "builtin" is always offered), --public (the mode for
+repeat it; the first is the default; the built-in models "builtin" and "builtin-flow" are always offered), --public (the mode for
 pages strangers use; on by default on a Hugging Face Space). See README.md.
 """
 
@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ui.config import BUILTIN, AppConfig, on_space
+from ui.config import BUILTIN, BUILTIN_FLOW, AppConfig, on_space
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from(args: argparse.Namespace) -> AppConfig:
     public = on_space() if args.public is None else args.public
-    models = tuple(dict.fromkeys([*args.model, BUILTIN]))
+    models = tuple(dict.fromkeys([*args.model, BUILTIN, BUILTIN_FLOW]))
     return AppConfig(public=public, models=models, device=args.device, dtype=args.dtype,
                      allow_pickle=args.allow_pickle and not public, max_batch=args.max_batch,
                      queue_size=args.queue_size)

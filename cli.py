@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="grid spec JSON (default: the app's default grid, steps x samplers)")
     g.add_argument("--out", type=Path, required=True, help="folder to write the grid into")
     for name, kind, text in (
-            ("model", str, 'diffusers folder, .safetensors file, hub id, or "builtin"'),
+            ("model", str, 'diffusers folder, .safetensors file, hub id, "builtin" or "builtin-flow"'),
             ("prompt", str, None), ("negative-prompt", str, None),
             ("width", int, "pixels (default: the model's)"), ("height", int, "pixels (default: the model's)"),
             ("seed", int, "-1 picks one at random (written to spec.json)"), ("cfg", float, "CFG scale"),

@@ -28,7 +28,11 @@ from torch import Tensor
 
 from pipeline.flow_models import WORKS, FlowFamilyError, checkpoint_family
 
-BUILTIN_DIR = Path(__file__).resolve().parents[1] / "assets" / "builtin"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+BUILTIN_DIR = ASSETS / "builtin"
+BUILTIN_FLOW_DIR = ASSETS / "builtin-flow"
+# The models that ship with the app, by the name the user types (docs/builtin-model.md).
+BUILTIN_MODELS = {"builtin": BUILTIN_DIR, "builtin-flow": BUILTIN_FLOW_DIR}
 PIPELINES: dict[str, type] = {
     "StableDiffusionPipeline": StableDiffusionPipeline,
     "StableDiffusionXLPipeline": StableDiffusionXLPipeline,
@@ -67,12 +71,12 @@ def resolve(name: str, config: str | Path | None) -> Source:
         raise ModelLoadError(f"model name must be a non-empty string, got {name!r}")
     name = name.strip()
     cfg = None if config is None else str(Path(config).expanduser().resolve())
-    if name == "builtin":
-        if not BUILTIN_DIR.exists():
+    if name in BUILTIN_MODELS:
+        path = BUILTIN_MODELS[name]
+        if not path.exists():
             raise ModelLoadError(
-                f"the built-in model is not installed yet (expected at {BUILTIN_DIR}); "
+                f"the built-in model {name!r} is not installed (expected at {path}); "
                 "pick a model folder, a .safetensors file or a hub id instead")
-        path = BUILTIN_DIR
     else:
         path = Path(name).expanduser()
     if path.is_dir():

@@ -226,9 +226,9 @@ def _summary(cell: CellSpec) -> str:
 def _loader(model_name: str, family: str | None) -> tuple[str, list[str]]:
     """The pipeline class to import and the lines that load the model into `pipe`."""
     note = []
-    if model_name == "builtin":
-        model_name = "assets/builtin"
-        note = ["# The built-in model: the assets/builtin folder of the Sampler Grid repository."]
+    if model_name in ("builtin", "builtin-flow"):
+        model_name = f"assets/{model_name}"
+        note = [f"# The built-in model: the {model_name} folder of the Sampler Grid repository."]
     single = model_name.lower().endswith(_SINGLE_FILE)
     fallback = "StableDiffusionPipeline" if single else "AutoPipelineForText2Image"
     pipeline = _PIPELINES.get(family or "", fallback)

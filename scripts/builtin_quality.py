@@ -1,4 +1,8 @@
-"""Measure the built-in model against issue 4's targets and draw its sample sheet and loss curve.
+"""Measure a built-in model against its targets and draw its sample sheet and loss curve.
+
+`builtin` (issue 4) and `builtin-flow` (issue 16, `--model builtin-flow`: the fidelity and speed
+cells run on the model's "Automatic" schedule, the one its own diffusers pipeline uses, instead of
+Karras) are measured the same way.
 
 Figures (all through the project's own engine, pipeline.render):
   - prompt fidelity: 24 training captions, DPM++ 2M Karras, 30 steps, CFG 5 (classifier-free
@@ -79,10 +83,10 @@ def convergence(prompts: list[str], model: str) -> dict[str, float]:
             "rmse_euler_a100_vs_euler100": round(rmse(runs["Euler a"], runs["Euler"]), 4)}
 
 
-def speed(prompt: str, model: str) -> dict[str, float]:
+def speed(prompt: str, model: str, schedule: str) -> dict[str, float]:
     """Seconds for one 30-step image and for the default grid (after a warm-up render)."""
-    render([cell(prompt, steps=2, model=model)])
-    one, _ = timed([cell(prompt, seed=11, model=model)])
+    render([cell(prompt, steps=2, model=model, schedule=schedule)])
+    one, _ = timed([cell(prompt, seed=11, model=model, schedule=schedule)])
     grid = [cell(prompt, sampler=s, schedule="Automatic", steps=n, seed=5, model=model)
             for s in GRID_SAMPLERS for n in GRID_STEPS]
     full, _ = timed(grid)
@@ -111,7 +115,7 @@ def read_loss(csv_path: Path) -> tuple[np.ndarray, np.ndarray, list[float]]:
     steps, loss, marks, in_vae = [], [], [], False
     with open(csv_path) as f:
         for r in csv.DictReader(f):
-            if r["phase"] != "unet":
+            if r["phase"] not in ("unet", "flow"):
                 in_vae = True
                 continue
             if in_vae and steps:
@@ -122,7 +126,7 @@ def read_loss(csv_path: Path) -> tuple[np.ndarray, np.ndarray, list[float]]:
     return np.array(steps), np.array(loss), marks
 
 
-def loss_plot(csv_path: Path, path: Path, width: int = 640, height: int = 300) -> None:
+def loss_plot(csv_path: Path, path: Path, title: str, width: int = 640, height: int = 300) -> None:
     """The UNet phase's logged loss against step (log y axis), drawn with PIL; red: VAE retrained."""
     steps, loss, marks = read_loss(csv_path)
     img = Image.new("RGB", (width, height), "white")
@@ -139,8 +143,7 @@ def loss_plot(csv_path: Path, path: Path, width: int = 640, height: int = 300) -
         draw.line([(x_of(m), pad), (x_of(m), height - pad)], fill="red", width=1)
         draw.text((x_of(m) + 3, pad + 3), "VAE retrained, new data", fill="red")
     draw.line(list(zip(x_of(steps).tolist(), ys.tolist(), strict=True)), fill="navy", width=2)
-    draw.text((pad, 10), f"UNet loss (Min-SNR-5 weighted eps MSE, log scale), steps {int(steps.min())}-"
-              f"{int(steps.max())}", fill="black")
+    draw.text((pad, 10), f"{title} (log scale), steps {int(steps.min())}-{int(steps.max())}", fill="black")
     draw.text((4, pad), f"{10 ** hi:.3f}", fill="black")
     draw.text((4, height - pad - 10), f"{10 ** lo:.3f}", fill="black")
     draw.text((pad, height - pad + 4), f"{int(steps.min())}", fill="black")
@@ -158,6 +161,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--model", default="builtin", help="model to measure (default: the shipped one)")
+    p.add_argument("--schedule", default=None,
+                   help="schedule type of the fidelity and speed cells (default: Karras on builtin, "
+                        "the model's Automatic on any other)")
     p.add_argument("--fidelity-only", action="store_true",
                    help="only prompt fidelity and the sheet: a cheap check during training")
     args = p.parse_args(argv)
@@ -165,7 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     images, captions = load_data()
     idx = eval_prompts(captions)
     prompts = [captions[i] for i in idx]
-    fid = render([cell(t, seed=k, model=args.model) for k, t in enumerate(prompts)])
+    schedule = args.schedule or ("Karras" if args.model == "builtin" else "Automatic")
+    fid = render([cell(t, seed=k, model=args.model, schedule=schedule) for k, t in enumerate(prompts)])
     hits = fidelity(images, captions, idx, pixels(fid))
     sheet(fid[:16], prompts[:16], args.sheet)
     report = {"prompt_fidelity": f"{sum(hits)}/24",
@@ -173,9 +180,11 @@ def main(argv: list[str] | None = None) -> None:
     if not args.fidelity_only:
         report.update(convergence(prompts, args.model))
         if not args.skip_speed:
-            report.update(speed(prompts[0], args.model))
+            report.update(speed(prompts[0], args.model, schedule))
     if args.loss_csv.is_file():
-        loss_plot(args.loss_csv, args.loss_plot)
+        title = ("UNet loss (Min-SNR-5 weighted eps MSE)" if args.model == "builtin"
+                 else "transformer loss (flow matching, v MSE)")
+        loss_plot(args.loss_csv, args.loss_plot, title)
     print(json.dumps(report, indent=2))
 
 

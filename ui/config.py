@@ -17,6 +17,7 @@ from pathlib import Path
 from core.limits import GridTooLargeError, Limits, SpecError
 
 BUILTIN = "builtin"
+BUILTIN_FLOW = "builtin-flow"  # the SD3-layout flow model (docs/builtin-model.md)
 LOCAL_LIMITS = Limits(max_cells=400, max_model_calls=200_000, max_megapixels=200.0)
 PUBLIC_LIMITS = Limits(max_cells=64, max_model_calls=8_000, max_megapixels=40.0)
 MAX_PROMPT_CHARS = 2000  # what the page's prompt boxes take; CLIP reads only the first 77 tokens
@@ -43,7 +44,7 @@ class AppConfig:
     """Everything the page and the runner need to know about this deployment."""
 
     public: bool = False
-    models: tuple[str, ...] = (BUILTIN,)
+    models: tuple[str, ...] = (BUILTIN, BUILTIN_FLOW)
     device: str | None = None
     dtype: str | None = None
     allow_pickle: bool = False
