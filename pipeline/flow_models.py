@@ -27,6 +27,11 @@ WORKS = ("Stable Diffusion 1.x, 2.x, XL, 3 / 3.5 (StableDiffusion3Pipeline) and 
 _SD3_KEY = "joint_blocks.0.context_block.adaLN_modulation.1.bias"
 _FLUX_KEY = "double_blocks.0.img_attn.norm.key_norm.scale"
 _FLUX_GUIDANCE_KEY = "guidance_in.in_layer.bias"
+# SD3.5 Large has 38 joint blocks (SD3 / SD3.5 Medium 24); SD3.5 Medium's position table is 384 x 384
+# patches (SD3's 192 x 192): diffusers' infer_diffusers_model_type tells them apart by the same keys,
+# and picks each one's config repo by that kind.
+_SD35_LARGE_KEY = "joint_blocks.37.x_block.mlp.fc1.weight"
+_SD35_MEDIUM_POSITIONS = 384 * 384
 # Keys of transformer families we do not run (so the message can say what the file is).
 _OTHER_TRANSFORMERS = {
     "single_stream_modulation.lin.weight": "FLUX.2", "distilled_guidance_layer.in_proj.weight": "Chroma",
@@ -62,11 +67,12 @@ def family_of_class(class_name: str | None) -> str | None:
 
 def checkpoint_family(keys: set[str] | dict[str, Any], name: str) -> tuple[str, str] | None:
     """(family, kind) of an original-format flow transformer checkpoint; None when it holds no
-    transformer at all (so the caller can try the SD-family checks). kind is "sd3", "flux-dev"
-    or "flux-schnell". Raises FlowFamilyError for a transformer we cannot tell or do not run."""
+    transformer at all (so the caller can try the SD-family checks). kind (diffusers' name, which
+    picks the config repo) is "sd3", "sd35_medium", "sd35_large", "flux-dev" or "flux-schnell".
+    Raises FlowFamilyError for a transformer we cannot tell or do not run."""
     bare = {k.removeprefix("model.diffusion_model.") for k in keys}
     if _SD3_KEY in bare:
-        return "sd3", "sd3"
+        return "sd3", _sd3_kind(bare, keys)
     if _FLUX_KEY in bare:
         shapes = keys if isinstance(keys, dict) else {}
         img_in = shapes.get("img_in.weight", shapes.get("model.diffusion_model.img_in.weight"))
@@ -82,6 +88,15 @@ def checkpoint_family(keys: set[str] | dict[str, Any], name: str) -> tuple[str, 
         raise FlowFamilyError(f"{name} holds transformer weights of a family that cannot be told (neither "
                               f"SD3's joint_blocks nor Flux's double_blocks); this app renders {WORKS}")
     return None
+
+
+def _sd3_kind(bare: set[str], keys: set[str] | dict[str, Any]) -> str:
+    """Which SD3 model an MMDiT checkpoint is: by depth (SD3.5 Large) or position table (SD3.5 Medium)."""
+    if _SD35_LARGE_KEY in bare:
+        return "sd35_large"
+    shapes = keys if isinstance(keys, dict) else {}
+    pos = shapes.get("pos_embed", shapes.get("model.diffusion_model.pos_embed"))
+    return "sd35_medium" if pos is not None and pos.shape[1] == _SD35_MEDIUM_POSITIONS else "sd3"
 
 
 def flow_facts(pipe: Any, family: str) -> FlowFacts:

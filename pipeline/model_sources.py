@@ -5,7 +5,9 @@ original-format checkpoint, a Hugging Face hub id, "builtin"), the hub cache
 and offline rules, and every check that refuses what we cannot or must not
 load: pickle weights (unless allowed), custom code, corrupt files, pipelines
 that are not Stable Diffusion 1.x / 2.x / XL / 3 or Flux (pipeline.flow_models tells
-the flow families apart). It never touches devices or the model cache (pipeline.models does).
+the flow families apart), a config folder of another pipeline class. SD-family single files load
+through diffusers' from_single_file, SD3 / Flux ones through pipeline.flow_single_file. It never
+touches devices or the model cache (pipeline.models does).
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from diffusers import (
 )
 from torch import Tensor
 
-from pipeline.flow_models import WORKS, FlowFamilyError, checkpoint_family
+from pipeline.flow_checkpoints import FlowCheckpointError
+from pipeline.flow_models import FLOW_PIPELINES, WORKS, FlowFamilyError, checkpoint_family
+from pipeline.flow_single_file import load_flow_single_file
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 BUILTIN_DIR = ASSETS / "builtin"
@@ -304,13 +308,33 @@ def _single_file_config(kind: str) -> str:
             "config=<a diffusers folder of the same architecture>") from err
 
 
+def _config_folder(config: str, cls: type, path: Path) -> Path:
+    """A config folder given for a single file: a diffusers folder of the file's pipeline class."""
+    folder = Path(config)
+    index = _read_index(folder)  # a clear error for a config that is not a diffusers folder
+    if index.get("_class_name") != cls.__name__:
+        raise ModelLoadError(f"{path.name} is a {cls.__name__} checkpoint, but the config folder {folder} "
+                             f"is a {index.get('_class_name') or 'unknown'} model; give config= a "
+                             f"{cls.__name__} folder of the same model")
+    return folder
+
+
 def _load_single_file(path: Path, name: str, dtype: torch.dtype, allow_pickle: bool,
                       config: str | None) -> Any:
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
+
     cls, kind = _single_file_class(path, _checkpoint_shapes(path, allow_pickle))
     if config is not None:
-        _read_index(Path(config))  # a clear error for a config that is not a diffusers folder
+        _config_folder(config, cls, path)
     cfg = config or _single_file_config(kind)
+    family = FLOW_PIPELINES.get(cls.__name__)
     try:
+        if family is not None:
+            return load_flow_single_file(path, family, Path(cfg), dtype, allow_pickle)
         return cls.from_single_file(str(path), config=cfg, local_files_only=True, dtype=dtype, **_extra(cls))
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
+    except FlowCheckpointError as err:
         raise ModelLoadError(f"could not load {name!r} as a {kind} checkpoint: {err}") from err
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, SingleFileComponentError) as err:
+        # SingleFileComponentError (a component neither in the file nor loadable) is no ValueError
+        why = err.message.splitlines()[0] if isinstance(err, SingleFileComponentError) else err
+        raise ModelLoadError(f"could not load {name!r} as a {kind} checkpoint: {why}") from err

@@ -73,6 +73,7 @@ _TIER_FILES = {
     "test_hardening_security.py": "model", "test_hardening_api.py": "model", "test_previews.py": "model",
     "test_grid_bench.py": "model", "test_models.py": "model", "test_fidelity_more.py": "model",
     "test_cli.py": "model", "test_app.py": "model", "test_ui_gpu.py": "model",
+    "test_flow_single_file.py": "model",
 }
 
 

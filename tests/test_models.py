@@ -236,6 +236,19 @@ def test_single_file_configs_come_from_the_hub_cache(tiny_dir: Path, sd_path: Pa
     assert load_model(str(path)).family == "sd1"
 
 
+def test_single_file_without_a_vae_is_a_one_line_error(tiny_dir: Path, sd_path: Path, tmp_path: Path) -> None:
+    """diffusers' SingleFileComponentError (a part neither in the file nor loadable) is no ValueError:
+    it used to escape as a traceback."""
+    from safetensors.torch import load_file, save_file
+
+    state = {k: v for k, v in load_file(str(tiny_sd_single_file(tiny_dir))).items()
+             if not k.startswith("first_stage_model.")}
+    save_file(state, str(tmp_path / "no-vae.safetensors"))
+    with pytest.raises(ModelLoadError, match="AutoencoderKL. Weights for this component appear") as err:
+        load_model(str(tmp_path / "no-vae.safetensors"), config=sd_path)
+    assert "\n" not in str(err.value)
+
+
 # ------------------------------------------------------------------ prompts
 
 

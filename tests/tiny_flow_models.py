@@ -10,6 +10,8 @@ as the real models' VAEs have.
                                      T5, 16-channel VAE with shift_factor, shift-3 scheduler
     tiny_sd3(tmp, t5=False)          the same without T5 (diffusers feeds zeros in its place)
     tiny_sd3(tmp, sd35=True)         SD3.5-style transformer (qk RMS norm, dual attention layer)
+    tiny_sd3(tmp, single_file=True)  the same with CLIP-L's projection the identity, as an SD3
+                                     single-file checkpoint is read back (tests/single_file_checkpoints.py)
     tiny_flux(tmp)                   FluxPipeline folder, dev-style (guidance embedding),
                                      dynamic-shift scheduler
     tiny_flux(tmp, guidance=False)   schnell-style (no guidance embedding)
@@ -32,7 +34,14 @@ from diffusers import (
     SD3Transformer2DModel,
     StableDiffusion3Pipeline,
 )
-from transformers import CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel, T5Tokenizer
+from transformers import (
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+    T5Config,
+    T5EncoderModel,
+    T5Tokenizer,
+)
 
 from tests.tiny_models import SEED, TEXT_HIDDEN, _text_config, _tokenizer
 
@@ -76,9 +85,21 @@ def _amplify_time(embedder: torch.nn.Module) -> None:
         embedder.linear_1.weight.mul_(TIME_GAIN)
 
 
-def tiny_sd3(tmp_path: Path, *, t5: bool = True, sd35: bool = False) -> Path:
+def _sd3_clips(tok: CLIPTokenizer, tok_2: CLIPTokenizer,
+               single_file: bool) -> tuple[CLIPTextModelWithProjection, CLIPTextModelWithProjection]:
+    """SD3's CLIP-L and CLIP-G; single_file: CLIP-L's projection the identity, as diffusers' single-file
+    loader sets it (SD3's reference code does not project CLIP-L's pooled output, so its files hold none)."""
+    clip_l = CLIPTextModelWithProjection(_text_config(tok))
+    clip_g = CLIPTextModelWithProjection(_text_config(tok_2))
+    if single_file:
+        with torch.no_grad():
+            clip_l.text_projection.weight.copy_(torch.eye(TEXT_HIDDEN))
+    return clip_l, clip_g
+
+
+def tiny_sd3(tmp_path: Path, *, t5: bool = True, sd35: bool = False, single_file: bool = False) -> Path:
     """A tiny StableDiffusion3Pipeline folder (see the module docstring)."""
-    name = "tiny-sd35" if sd35 else "tiny-sd3"
+    name = ("tiny-sd35" if sd35 else "tiny-sd3") + ("-sf" if single_file else "")
     folder = Path(tmp_path) / (name if t5 else f"{name}-no-t5")
     if (folder / "model_index.json").is_file():
         return folder
@@ -92,11 +113,11 @@ def tiny_sd3(tmp_path: Path, *, t5: bool = True, sd35: bool = False) -> Path:
             caption_projection_dim=32, pooled_projection_dim=2 * TEXT_HIDDEN, pos_embed_max_size=16,
             **({"qk_norm": "rms_norm", "dual_attention_layers": (0,)} if sd35 else {}))
         _amplify_time(transformer.time_text_embed.timestep_embedder)
+        scheduler, vae = FlowMatchEulerDiscreteScheduler(shift=SD3_SHIFT), _vae(SD3_VAE)
+        clip_l, clip_g = _sd3_clips(tok, tok_2, single_file)  # made in this order: same weights as before
         pipe = StableDiffusion3Pipeline(
-            transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=SD3_SHIFT),
-            vae=_vae(SD3_VAE), text_encoder=CLIPTextModelWithProjection(_text_config(tok)),
-            tokenizer=tok, text_encoder_2=CLIPTextModelWithProjection(_text_config(tok_2)),
-            tokenizer_2=tok_2, text_encoder_3=_t5(tok_3) if t5 else None,
+            transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=clip_l, tokenizer=tok,
+            text_encoder_2=clip_g, tokenizer_2=tok_2, text_encoder_3=_t5(tok_3) if t5 else None,
             tokenizer_3=tok_3 if t5 else None)
     pipe.save_pretrained(folder, safe_serialization=True)
     return folder
