@@ -69,7 +69,8 @@ _TIER_FIXTURES = {"sdxl_path": "sdxl", "sdxl_deep_path": "sdxl", "sdxl_single_fi
 _TIER_FILES = {
     "test_browser.py": "browser", "test_browser_page.py": "browser",
     "test_sweep_multiprocess.py": "multiprocess", "test_sweep_resume.py": "multiprocess",
-    "test_builtin.py": "model", "test_ui_runner.py": "model", "test_hardening_faults.py": "model",
+    "test_builtin.py": "model", "test_builtin_flow.py": "model", "test_ui_runner.py": "model",
+    "test_hardening_faults.py": "model",
     "test_hardening_security.py": "model", "test_hardening_api.py": "model", "test_previews.py": "model",
     "test_grid_bench.py": "model", "test_models.py": "model", "test_fidelity_more.py": "model",
     "test_cli.py": "model", "test_app.py": "model", "test_ui_gpu.py": "model",
