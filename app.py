@@ -1,8 +1,9 @@
 """Sampler Grid: the web app. `python app.py` serves it at http://127.0.0.1:7860.
 
 Options: --host, --port, --share (a public gradio.live link), --model (a model to offer;
-repeat it; the first is the default; the built-in models "builtin" and "builtin-flow" are always offered), --public (the mode for
-pages strangers use; on by default on a Hugging Face Space). See README.md.
+repeat it; the first is the default; the built-in models "builtin" and "builtin-flow" are always
+offered), --public (the mode for pages strangers use; on by default on a Hugging Face Space).
+See README.md.
 """
 
 from __future__ import annotations

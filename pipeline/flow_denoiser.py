@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from pipeline.denoiser import ModelDenoiser, Row
+from pipeline.zero_tokens import collapsed, trailing_zero_tokens
 
 FLUX_DEFAULT_GUIDANCE = 3.5  # FluxPipeline's guidance_scale default
 
@@ -75,12 +76,22 @@ class FlowDenoiser(ModelDenoiser):
         pooled = torch.cat([(r.uncond_pooled if un else r.pooled) for r, un in order])
         pooled = pooled.to(self.device, self.dtype)
         if self.family == "sd3":
-            v = self.unet(hidden_states=xs.to(self.dtype), timestep=ts, encoder_hidden_states=ctx,
-                          pooled_projections=pooled, return_dict=False)[0]
+            v = self._sd3(xs.to(self.dtype), ts, ctx, pooled)
         else:
             v = self._flux(xs, ts, ctx, pooled, [r for r, _ in order])
         denoised = xs - sigmas.view(-1, 1, 1, 1) * v.to(work)
         return self._guide(rows, denoised)
+
+    def _sd3(self, xs: Tensor, ts: Tensor, ctx: Tensor, pooled: Tensor) -> Tensor:
+        """SD3's transformer; the zero tokens of a pipeline without T5 run as one (pipeline.zero_tokens)."""
+        zeros = trailing_zero_tokens(ctx)
+        if zeros < 2:
+            return self.unet(hidden_states=xs, timestep=ts, encoder_hidden_states=ctx,
+                             pooled_projections=pooled, return_dict=False)[0]
+        short = ctx[:, : ctx.shape[1] - zeros + 1]
+        with collapsed(self.unet, zeros):
+            return self.unet(hidden_states=xs, timestep=ts, encoder_hidden_states=short,
+                             pooled_projections=pooled, return_dict=False)[0]
 
     def _flux(self, xs: Tensor, ts: Tensor, ctx: Tensor, pooled: Tensor, rows: list[Row]) -> Tensor:
         h, w = xs.shape[-2:]

@@ -1,5 +1,5 @@
 """Small math shared by several sampler modules: ancestral step splits, Karras churn, option checks,
-Gauss-Legendre quadrature.
+Gauss-Legendre quadrature, log-linear interpolation of a noise-level table.
 
 Only add to this module; other sampler files may rely on what is here.
 """
@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import torch
 from numpy.polynomial.legendre import leggauss
 from torch import Tensor
 
@@ -150,3 +151,16 @@ def gauss_legendre(a: float, b: float, points: int = 16) -> list[tuple[float, fl
     nodes, weights = _legendre_rule(points)
     half, mid = (b - a) / 2, (a + b) / 2
     return [(mid + half * u, half * w) for u, w in zip(nodes, weights, strict=True)]
+
+
+def loginterp(values: Tensor, pos: Tensor) -> Tensor:
+    """values at fractional index pos, interpolating log(values) linearly (float64 in and out).
+
+    pos is clamped to [0, len(values) - 1]; an integer pos returns that value exactly.
+    """
+    pos = pos.clamp(0, len(values) - 1)
+    low = pos.floor().long()
+    high = (low + 1).clamp(max=len(values) - 1)
+    w = pos - low
+    # values[low] * (values[high]/values[low])**w, written so that w = 0 returns values[low] exactly
+    return values[low] * torch.exp(w * (values[high].log() - values[low].log()))

@@ -35,7 +35,7 @@ from samplers.parametrisation import FLOW, VE, Parametrisation, flow_train_sigma
 from samplers.registry import SamplerInfo
 
 # Keyword options of a schedule type (schedules.compute), as samplers.sigmas takes them.
-SCHEDULE_OPTIONS = ("sigma_min", "sigma_max", "rho", "alpha", "beta", "family")
+SCHEDULE_OPTIONS = ("sigma_min", "sigma_max", "rho", "alpha", "beta", "family", "coeff")
 # DPM adaptive picks its own step sizes and ignores `steps`. It took ~40 calls on
 # the analytic Gaussian test model; real models need several times more, so
 # the limits assume this many denoiser calls per cell.
@@ -55,9 +55,11 @@ class ModelFacts:
     vae_scale_factor: int = 8  # pixels per latent pixel (a flow model's dynamic shift reads the latent size)
 
     @property
-    def steps_family(self) -> str:
-        """Which published Align Your Steps list fits: "SDXL" on SDXL, else "SD1.5"."""
-        return "SDXL" if self.family == "sdxl" else "SD1.5"
+    def table_family(self) -> str:
+        """Which published noise-level table fits (samplers.schedules_tables.FAMILIES): Align Your
+        Steps' "SDXL" list on SDXL, its "SD1.5" list on SD 1.x/2.x, Optimal Steps' "FLUX" table
+        on Flux; SD3 has none."""
+        return {"sdxl": "SDXL", "sd3": "SD3", "flux": "FLUX"}.get(self.family, "SD1.5")
 
 
 @dataclass(frozen=True)
@@ -149,8 +151,11 @@ def plan_cell(cell: CellSpec, model: ModelFacts) -> SamplingPlan:
 
     A diffusers sampler gets the config flags of the cell's schedule type for its class
     (refused, naming what works, when the class cannot follow the type) and the model's
-    scheduler config. Align Your Steps uses the SDXL list on SDXL models and the SD1.5 list
-    otherwise. Raises ValueError (a cell that cannot start) with a message a user can act on.
+    scheduler config. The published tables follow the model's family (ModelFacts.table_family):
+    Align Your Steps' SDXL list on SDXL, its SD1.5 list on SD 1.x/2.x, Optimal Steps' FLUX
+    table on Flux (refused elsewhere); GITS runs its SD 1.5 table on the SD family (GITS's
+    coeff is ComfyUI's default 1.20 in a cell; `sigmas` takes another). Raises ValueError (a
+    cell that cannot start) with a message a user can act on.
     """
     info, implied = resolve(cell.sampler)
     if model.flow is not None:
@@ -162,9 +167,9 @@ def plan_cell(cell: CellSpec, model: ModelFacts) -> SamplingPlan:
                    "scheduler_config": dict(model.scheduler_config)}
         sig = diffusers_adapter.scheduler_sigmas(info.name, cell.steps, model.train_sigmas, **options)
     else:
-        # every schedule type takes `family`; only Align Your Steps reads it
+        # every schedule type takes `family`; only the published tables read it
         sig = schedules.compute(schedule, cell.steps, model.train_sigmas,
-                                discard_penultimate=info.discard_penultimate, family=model.steps_family)
+                                discard_penultimate=info.discard_penultimate, family=model.table_family)
     return _plan(cell, info, implied, sig, options, model)
 
 
@@ -199,7 +204,8 @@ def _plan_flow_cell(cell: CellSpec, model: ModelFacts, info: SamplerInfo,
         sig = pipeline_sigmas(model.family, cell.steps, shift)
     else:
         sig = schedules.compute(schedule_type(info, cell.schedule, implied), cell.steps,
-                                flow_train_sigmas(shift), discard_penultimate=info.discard_penultimate)
+                                flow_train_sigmas(shift), discard_penultimate=info.discard_penultimate,
+                                family=model.table_family)
     return _plan(cell, info, implied, sig, options, model, shift)
 
 
@@ -229,7 +235,8 @@ def sigmas(
     type, as in A1111, unless `discard_penultimate` says otherwise. A combined
     sampler name ("DPM++ 2M Karras") picks its schedule. diffusers samplers on "Automatic" use their
     scheduler's own sigmas. `opts` are schedule options: sigma_min,
-    sigma_max, rho, alpha, beta, family ("SD1.5"/"SDXL" for Align Your Steps).
+    sigma_max, rho, alpha, beta, family ("SD1.5"/"SDXL" for Align Your Steps, "FLUX"/"Wan"/"Chroma"
+    for Optimal Steps), coeff (GITS, 0.80 .. 1.50, default 1.20).
     """
     unknown = sorted(set(opts) - set(SCHEDULE_OPTIONS))
     if unknown:

@@ -13,7 +13,12 @@ ending at 1) every type follows ComfyUI's scheduler of the same name on its flow
 (Forge runs ComfyUI's code there): Simple, Karras, Exponential, Polyexponential, KL Optimal and
 DDIM read the table as on SD; Normal (= Uniform) and SGM Uniform space sigma evenly between
 the range's ends and shift the result; Beta reads table entries at its quantiles; Align Your
-Steps (published for SD 1.5 / SDXL only) is refused.
+Steps and GITS (published for SD 1.5-like models only) are refused. Optimal Steps is the
+other way round: its tables are flow models' (FLUX, Wan, Chroma), refused on SD tables.
+
+Names and their lookup live in `schedule_types.py`, the published tables in
+`schedules_tables.py`, ComfyUI's own types in `schedules_comfyui.py`; this module re-exports
+the names (SCHEDULES, COMFYUI_SCHEDULERS, canonical, UnknownScheduleError) and AYS_SIGMAS.
 
 All arithmetic is float64; results come back in the training sigmas' dtype.
 """
@@ -31,70 +36,20 @@ from torch import Tensor
 
 from core.limits import MAX_STEPS  # a longer schedule only re-visits the same noise levels
 from samplers import schedules_comfyui as comfy
-from samplers.registry import suggest
-
-SCHEDULES: tuple[str, ...] = (
-    "Automatic", "Uniform", "Karras", "Exponential", "Polyexponential", "SGM Uniform",
-    "KL Optimal", "Align Your Steps", "Simple", "Normal", "DDIM", "Beta",
-    # Forge's Laplace, then ComfyUI's types that run differently from their A1111 namesakes
-    # (schedules_comfyui.py) and the one A1111 lacks.
-    "Laplace", "beta", "kl_optimal", "ddim_uniform", "linear_quadratic",
+from samplers import schedules_tables as tables
+from samplers._math import loginterp as _loginterp
+from samplers.schedule_types import (  # noqa: F401  (re-exported: the names belong with the types)
+    COMFYUI_SCHEDULERS,
+    SCHEDULES,
+    UnknownScheduleError,
+    canonical,
 )
-# ComfyUI's KSampler scheduler names, in its order, and the schedule type each one is here:
-# the names matched exactly, so "beta" is ComfyUI's beta and "Beta" A1111's.
-COMFYUI_SCHEDULERS: dict[str, str] = {
-    "simple": "Simple", "sgm_uniform": "SGM Uniform", "karras": "Karras", "exponential": "Exponential",
-    "ddim_uniform": "ddim_uniform", "beta": "beta", "normal": "Normal",
-    "linear_quadratic": "linear_quadratic", "kl_optimal": "kl_optimal",
-}
+from samplers.schedules_tables import AYS_SIGMAS  # noqa: F401  (re-exported)
 
-# Sabour, Fidler & Kreis 2024, "Align Your Steps: Optimizing Sampling Schedules in
-# Diffusion Models" — the published 10-step noise levels (NVIDIA's how-to page).
-AYS_SIGMAS: dict[str, tuple[float, ...]] = {
-    "SD1.5": (14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029),
-    "SDXL": (14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029),
-}
-_FAMILY_KEYS = {"sd1.5": "SD1.5", "sd15": "SD1.5", "sd1": "SD1.5", "sdxl": "SDXL"}
-
-# Spellings users type that are not just the canonical name with other case/separators.
-_ALIASES = {"ays": "Align Your Steps", "ddim uniform": "DDIM", "sgm": "SGM Uniform"}
-
-
-class UnknownScheduleError(ValueError):
-    """A schedule type name that is not one of SCHEDULES."""
-
-
-def _key(name: str) -> str:
-    # "SGM_Uniform", "sgm-uniform" and " sgm  uniform " are the same name.
-    return " ".join(name.lower().replace("_", " ").replace("-", " ").split())
-
-
-# Loose spellings go to A1111's type where a ComfyUI name collides with one ("BETA" is Beta):
-# setdefault keeps the first (A1111) entry of SCHEDULES for each key.
-_LOOKUP: dict[str, str] = {}
-for _s in SCHEDULES:
-    _LOOKUP.setdefault(_key(_s), _s)
-_LOOKUP.update(_ALIASES)
-
-
-def canonical(name: str) -> str:
-    """The canonical schedule type for a name ("karras" -> "Karras").
-
-    ComfyUI's lowercase scheduler names are matched exactly first and give ComfyUI's
-    behaviour ("beta" -> "beta", ComfyUI's; "Beta" -> A1111's); any other spelling is
-    matched ignoring case, spaces, "_" and "-". Raises UnknownScheduleError naming the
-    closest types of both conventions.
-    """
-    if not isinstance(name, str):
-        raise UnknownScheduleError(f"schedule type must be a string, got {name!r}")
-    exact = COMFYUI_SCHEDULERS.get(name.strip())
-    if exact is not None:
-        return exact
-    found = _LOOKUP.get(_key(name))
-    if found is None:
-        # SCHEDULES holds both conventions' distinct types (ComfyUI's other names are A1111's)
-        raise UnknownScheduleError(suggest(name.strip(), list(SCHEDULES), "schedule type"))
-    return found
+# family= as typed (case, spaces, ".", "_" and "-" ignored) -> tables.FAMILIES; the model
+# families of samplers.plan ("sd1", "sd2", "sdxl", "sd3", "flux") are names of them too.
+_FAMILY_KEYS = {_k.lower().replace(".", ""): _k for _k in tables.FAMILIES} | {
+    "sd1": "SD1.5", "sd2": "SD1.5", "sd35": "SD3"}
 
 
 # ---------------------------------------------------------------- training sigmas
@@ -193,16 +148,6 @@ def t_to_sigma(t: Tensor | float, train_sigmas: Tensor) -> Tensor:
     return out.to(tt.device if isinstance(t, Tensor) else "cpu", _float_dtype(t, train_sigmas))
 
 
-def _loginterp(values: Tensor, pos: Tensor) -> Tensor:
-    """values at fractional index pos, interpolating log(values) linearly (float64)."""
-    pos = pos.clamp(0, len(values) - 1)
-    low = pos.floor().long()
-    high = (low + 1).clamp(max=len(values) - 1)
-    w = pos - low
-    # values[low] * (values[high]/values[low])**w, written so that w = 0 returns values[low] exactly
-    return values[low] * torch.exp(w * (values[high].log() - values[low].log()))
-
-
 # ---------------------------------------------------------------- the schedule types
 
 
@@ -218,6 +163,7 @@ class _Range:
     beta: float
     family: str
     flow_shift: float | None = None  # the shift of a flow model's table (None: not a flow table)
+    coeff: float = tables.GITS_DEFAULT_COEFF
 
 
 def _lin(a: float, b: float, n: int) -> Tensor:
@@ -294,14 +240,12 @@ def flow_table_shift(train: Tensor) -> float | None:
 
 
 def _align_your_steps(n: int, r: _Range) -> Tensor:
-    if r.flow_shift is not None:
-        raise ValueError("Align Your Steps has published noise levels for SD 1.5 and SDXL only, not for "
-                         "flow models (SD3, Flux); use Simple, Beta, Normal or Karras there")
+    if r.flow_shift is not None or r.family not in AYS_SIGMAS:
+        raise ValueError(f"Align Your Steps has published noise levels for SD 1.5 and SDXL only, not for "
+                         f"{'flow models (SD3, Flux)' if r.flow_shift else r.family + ' models'}; use "
+                         f"Simple, Beta, Normal or Karras there")
     # the 11 published levels sit at positions linspace(0, 1, 11); resample log sigma at linspace(0, 1, n)
-    levels = torch.tensor(AYS_SIGMAS[r.family], dtype=torch.float64)
-    if n == len(levels):
-        return levels
-    return _loginterp(levels, _lin(0, len(levels) - 1, n))
+    return comfy.resample(AYS_SIGMAS[r.family], n)
 
 
 def _simple(n: int, r: _Range) -> Tensor:
@@ -345,7 +289,7 @@ _DEFINITIONS: dict[str, Callable[[int, _Range], Tensor]] = {
     "KL Optimal": comfy.a1111_kl_optimal, "Align Your Steps": _align_your_steps, "Simple": _simple,
     "Normal": _normal, "DDIM": _ddim, "Beta": _beta, "Laplace": comfy.laplace, "beta": comfy.comfy_beta,
     "kl_optimal": comfy.comfy_kl_optimal, "ddim_uniform": comfy.comfy_ddim_uniform,
-    "linear_quadratic": comfy.linear_quadratic,
+    "linear_quadratic": comfy.linear_quadratic, "GITS": comfy.gits, "Optimal Steps": comfy.optimal_steps,
 }
 
 
@@ -369,14 +313,28 @@ def _check_steps(steps: Any) -> int:
 
 
 def _family(family: Any) -> str:
-    found = _FAMILY_KEYS.get(str(family).lower().replace(" ", "").replace("_", "").replace("-", ""))
+    key = str(family).lower()
+    for c in " ._-":
+        key = key.replace(c, "")
+    found = _FAMILY_KEYS.get(key)
     if found is None:
-        raise ValueError(f"unknown model family {family!r} for Align Your Steps; use 'SD1.5' or 'SDXL'")
+        raise ValueError(f"unknown model family {family!r} for the published tables (Align Your Steps, "
+                         f"Optimal Steps); use one of {', '.join(tables.FAMILIES)}")
     return found
 
 
+def _coeff(coeff: Any) -> float:
+    # ComfyUI's GITSScheduler looks its table up at round(coeff, 2)
+    value = round(_positive("coeff", coeff), 2)
+    if value not in tables.GITS_COEFFS:
+        raise ValueError(f"coeff (GITS) must be one of the published tables' {tables.GITS_COEFFS[0]:.2f}, "
+                         f"{tables.GITS_COEFFS[1]:.2f}, ..., {tables.GITS_COEFFS[-1]:.2f} "
+                         f"(steps of 0.05), got {coeff!r}")
+    return value
+
+
 def _make_range(train: Tensor, sigma_min: Any, sigma_max: Any, rho: Any, alpha: Any, beta: Any,
-                family: Any) -> _Range:
+                family: Any, coeff: Any) -> _Range:
     smin = float(train[0]) if sigma_min is None else _positive("sigma_min", sigma_min)
     smax = float(train[-1]) if sigma_max is None else _positive("sigma_max", sigma_max)
     if smin >= smax:
@@ -385,12 +343,14 @@ def _make_range(train: Tensor, sigma_min: Any, sigma_max: Any, rho: Any, alpha: 
     if shift is not None and smax > 1:
         raise ValueError(f"sigma_max ({smax:g}) must be at most 1 on a flow model (sigma 1 is pure noise)")
     return _Range(train, smin, smax, None if rho is None else _positive("rho", rho),
-                  _positive("alpha", alpha), _positive("beta", beta), _family(family), shift)
+                  _positive("alpha", alpha), _positive("beta", beta), _family(family), shift,
+                  _coeff(coeff))
 
 
 def compute(schedule: str, steps: int, train_sigmas: Tensor, *, discard_penultimate: bool = False,
             sigma_min: float | None = None, sigma_max: float | None = None, rho: float | None = None,
-            alpha: float = 0.6, beta: float = 0.6, family: str = "SD1.5") -> Tensor:
+            alpha: float = 0.6, beta: float = 0.6, family: str = "SD1.5",
+            coeff: float = tables.GITS_DEFAULT_COEFF) -> Tensor:
     """The `schedule` type's sigmas for `steps` steps: steps+1 strictly descending values ending in 0
     (A1111's KL Optimal ends at sigma_min instead; ComfyUI's beta and ddim_uniform can give a
     step more or fewer, as ComfyUI does: see samplers/schedules_comfyui.py).
@@ -402,10 +362,12 @@ def compute(schedule: str, steps: int, train_sigmas: Tensor, *, discard_penultim
     sigma_min/sigma_max (default: the training range) are honoured by Karras, Exponential,
     Polyexponential, KL Optimal, kl_optimal, Beta, Laplace and linear_quadratic (sigma_max)
     directly, and by Uniform, Normal and SGM Uniform through their training timesteps (clamped
-    to the training range). Simple, DDIM, ddim_uniform, beta and Align Your Steps pick fixed
-    noise levels and ignore them, as A1111 and ComfyUI do. rho defaults to
-    7 (Karras) or 1 (Polyexponential); alpha/beta shape Beta; family ("SD1.5"/"SDXL")
-    picks the Align Your Steps levels.
+    to the training range). Simple, DDIM, ddim_uniform, beta, Align Your Steps, GITS and
+    Optimal Steps pick fixed noise levels and ignore them, as A1111 and ComfyUI do. rho
+    defaults to 7 (Karras) or 1 (Polyexponential); alpha/beta shape Beta; family picks a
+    published table (schedules_tables.FAMILIES: "SD1.5"/"SDXL" for Align Your Steps, "FLUX",
+    "Wan", "Chroma" for Optimal Steps); coeff (0.80 .. 1.50 in steps of 0.05, default 1.20 as
+    ComfyUI's) picks the GITS table.
 
     Where this differs from A1111 v1.10.1, on purpose:
     - DDIM: A1111 walks 1, 1+c, ... while below N and can return more than n values (7 steps
@@ -421,7 +383,7 @@ def compute(schedule: str, steps: int, train_sigmas: Tensor, *, discard_penultim
                          "(samplers.sigmas(..., sampler=...) does)")
     n = _check_steps(steps) + (1 if discard_penultimate else 0)
     raw = torch.as_tensor(train_sigmas)
-    r = _make_range(_checked_train(raw), sigma_min, sigma_max, rho, alpha, beta, family)
+    r = _make_range(_checked_train(raw), sigma_min, sigma_max, rho, alpha, beta, family, coeff)
     sig = _DEFINITIONS[name](n, r)
     if name not in comfy.NO_FINAL_ZERO:
         sig = torch.cat([sig, torch.zeros(1, dtype=torch.float64)])

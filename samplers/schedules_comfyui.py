@@ -2,7 +2,9 @@
 
 This module owns the definitions behind ComfyUI's lowercase scheduler names where the
 same idea runs differently in A1111 ("beta" vs "Beta", "kl_optimal" vs "KL Optimal",
-"ddim_uniform" vs "DDIM"), ComfyUI's "linear_quadratic", and "Laplace". ComfyUI's other
+"ddim_uniform" vs "DDIM"), ComfyUI's "linear_quadratic", "Laplace", and the two tables
+ComfyUI offers as scheduler nodes: "GITS" (GITSScheduler) and "Optimal Steps"
+(OptimalStepsScheduler), read from `schedules_tables.py`. ComfyUI's other
 scheduler names (simple, sgm_uniform, karras, exponential, normal) compute exactly what
 A1111's Simple, SGM Uniform, Karras, Exponential and Normal compute, and resolve to them
 (`samplers.schedules.canonical`). The semantics follow ComfyUI's `comfy/samplers.py`
@@ -23,6 +25,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from samplers import schedules_tables as tables
+from samplers._math import loginterp
 
 
 def _lin(a: float, b: float, n: int) -> Tensor:
@@ -100,6 +105,48 @@ def laplace(n: int, r: Any, mu: float = 0.0, beta: float = 0.5) -> Tensor:
     x = _lin(0, 1, n)
     lam = mu - beta * torch.sign(0.5 - x) * torch.log(1 - 2 * torch.abs(0.5 - x) + 1e-5)
     return torch.exp(lam).clamp(min=r.smin, max=r.smax)
+
+
+def resample(levels: tuple[float, ...], count: int) -> Tensor:
+    """`count` values spread over a descending table by ComfyUI's loglinear_interp: the table's
+    values sit at positions linspace(0, 1, len), the new ones at linspace(0, 1, count), and log
+    sigma is interpolated linearly between them. count == len gives the table itself."""
+    table = torch.tensor(levels, dtype=torch.float64)
+    if count == len(table):
+        return table
+    return loginterp(table, _lin(0, len(table) - 1, count))
+
+
+def gits(n: int, r: Any) -> Tensor:
+    """"GITS": Chen et al. 2024 ("On the Trajectory Regularity of ODE-based Diffusion Sampling",
+    ICML 2024), as ComfyUI's GITSScheduler runs it: for 2 to 20 steps the published row for
+    (coeff, n) (n + 1 levels from 14.61 to 0.029); for more steps the 20-step row resampled to
+    n + 1 levels (`resample`); the last level (0.029) is replaced by 0 (`compute` appends it)."""
+    if getattr(r, "flow_shift", None) is not None:
+        raise ValueError("GITS has published noise levels for SD 1.5-like models only (sigma 14.6 down "
+                         "to 0.029), not for flow models (SD3, Flux); use Optimal Steps (Flux), Simple or "
+                         "Beta there")
+    if n < 2:
+        raise ValueError("GITS takes at least 2 steps: its tables start at 2, as ComfyUI's GITSScheduler")
+    rows = tables.GITS_ROWS[r.coeff]
+    if n <= tables.GITS_MAX_STEPS:
+        return torch.tensor([tables.GITS_LEVELS[i] for i in rows[n - 2]][:-1], dtype=torch.float64)
+    return resample(tuple(tables.GITS_LEVELS[i] for i in rows[-1]), n + 1)[:-1]
+
+
+def optimal_steps(n: int, r: Any) -> Tensor:
+    """"Optimal Steps": Pei et al. 2025 ("Optimal Stepsize for Diffusion Sampling"), as ComfyUI's
+    OptimalStepsScheduler runs it: the family's table (FLUX 10, Wan 20, Chroma 40 steps)
+    resampled to n + 1 levels (`resample`; the table itself at its own step count), the last
+    (0.001) replaced by 0. The levels are flow sigmas, used as they are whatever the shift."""
+    if r.family not in tables.OSS_SIGMAS:
+        raise ValueError(f"Optimal Steps has noise-level tables for {', '.join(tables.OSS_SIGMAS)} "
+                         f"models only (ComfyUI's OptimalStepsScheduler), none for {r.family}; use "
+                         f"Align Your Steps or GITS on SD 1.5/SDXL, Simple or Beta on SD3")
+    if getattr(r, "flow_shift", None) is None:
+        raise ValueError(f"Optimal Steps' {r.family} table holds a flow model's noise levels (sigma "
+                         f"<= 1); build the schedule on a flow table (samplers.flow_train_sigmas)")
+    return resample(tables.OSS_SIGMAS[r.family], n + 1)[:-1]
 
 
 # Schedule types whose run does not end in sigma 0 (the image keeps sigma_min of noise).

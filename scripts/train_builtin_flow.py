@@ -32,25 +32,31 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
-import math
 import shutil
 import sys
 import time
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+from diffusers import (
+    AutoencoderKL,
+    FlowMatchEulerDiscreteScheduler,
+    SD3Transformer2DModel,
+    StableDiffusion3Pipeline,
+)
 from torch import Tensor
-from torch.nn import functional as F
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 from prepare_builtin_data import load as load_data  # noqa: E402
+
+from pipeline.zero_tokens import CollapsedZerosAttention  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILTIN = ROOT / "assets" / "builtin"
 HIDDEN_2 = 64  # the second (new, small) CLIP encoder's width
-T5_TOKENS = 256  # without T5, StableDiffusion3Pipeline appends this many zero tokens (max_sequence_length)
+T5_TOKENS = 256  # without T5, StableDiffusion3Pipeline appends this many zero tokens (max_sequence_length);
+# training runs them as one (pipeline.zero_tokens.CollapsedZerosAttention), as the app's engine does
 
 
 def text_encoders(tok: CLIPTokenizer) -> tuple[CLIPTextModelWithProjection, CLIPTextModelWithProjection]:
@@ -58,8 +64,9 @@ def text_encoders(tok: CLIPTokenizer) -> tuple[CLIPTextModelWithProjection, CLIP
     base = CLIPTextModel.from_pretrained(BUILTIN / "text_encoder")
     te1 = CLIPTextModelWithProjection(base.config)
     te1.text_model.load_state_dict(base.state_dict())
-    cfg = base.config.to_dict() | {"hidden_size": HIDDEN_2, "intermediate_size": 4 * HIDDEN_2,
-                                   "num_hidden_layers": 2, "num_attention_heads": 2, "projection_dim": HIDDEN_2}
+    small = {"hidden_size": HIDDEN_2, "intermediate_size": 4 * HIDDEN_2, "num_hidden_layers": 2,
+             "num_attention_heads": 2, "projection_dim": HIDDEN_2}
+    cfg = base.config.to_dict() | small
     return te1, CLIPTextModelWithProjection(CLIPTextConfig(**cfg))
 
 
@@ -70,41 +77,6 @@ def transformer(layers: int, heads: int, pooled: int, joint: int) -> SD3Transfor
         attention_head_dim=32, num_attention_heads=heads, joint_attention_dim=joint,
         caption_projection_dim=32 * heads, pooled_projection_dim=pooled, pos_embed_max_size=16,
         qk_norm="rms_norm")
-
-
-class CollapsedZerosAttention:
-    """SD3 joint attention in which the last text token stands for `copies` identical tokens.
-
-    Without T5 the pipeline appends 256 zero tokens to the CLIP tokens. They enter every block
-    identical and, attending to the same keys, stay identical, so in every softmax they act as one
-    key whose logit is raised by log(256). Training with one such token and that bias computes the
-    same function (checked against the full sequence in FlowTrainer.check_collapse) at a quarter of
-    the tokens. Only the training copy of the transformer uses it; the exported one keeps diffusers'
-    own processor and sees the real 256 tokens.
-    """
-
-    def __init__(self, copies: int) -> None:
-        self.log_copies = math.log(copies)
-
-    def __call__(self, attn, hidden_states: Tensor, encoder_hidden_states: Tensor | None = None,
-                 attention_mask: Tensor | None = None, **_kw) -> tuple[Tensor, Tensor]:
-        def heads(x: Tensor) -> Tensor:
-            return x.unflatten(-1, (attn.heads, -1)).transpose(1, 2)
-
-        def normed(norm, x: Tensor) -> Tensor:
-            return x if norm is None else norm(x)
-
-        x, c = hidden_states, encoder_hidden_states
-        q = torch.cat([normed(attn.norm_q, heads(attn.to_q(x))), normed(attn.norm_added_q, heads(attn.add_q_proj(c)))], 2)
-        k = torch.cat([normed(attn.norm_k, heads(attn.to_k(x))), normed(attn.norm_added_k, heads(attn.add_k_proj(c)))], 2)
-        v = torch.cat([heads(attn.to_v(x)), heads(attn.add_v_proj(c))], 2)
-        bias = q.new_zeros(1, k.shape[2])
-        bias[0, -1] = self.log_copies
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias).transpose(1, 2).flatten(2)
-        x, c = out[:, : x.shape[1]], out[:, x.shape[1]:]
-        if not attn.context_pre_only:
-            c = attn.to_add_out(c)
-        return attn.to_out[1](attn.to_out[0](x)), c
 
 
 def _device() -> torch.device:
@@ -130,7 +102,7 @@ class FlowTrainer:
         self.ema = copy.deepcopy(self.dit).requires_grad_(False)
         self.opt = torch.optim.AdamW([
             {"params": list(self.dit.parameters()), "lr": args.lr},
-            {"params": list(self.te1.parameters()) + list(self.te2.parameters()), "lr": args.lr * args.te_lr_scale},
+            {"params": [*self.te1.parameters(), *self.te2.parameters()], "lr": args.lr * args.te_lr_scale},
         ], weight_decay=0.01)
         self.state = {"step": 0, "seconds": 0.0}
         self.latents, self.shift_factor, self.scaling_factor = self.encode_images(pixels)
@@ -197,7 +169,7 @@ class FlowTrainer:
             text_encoder_3=None, tokenizer_3=None)
 
     def export(self) -> None:
-        """Write the StableDiffusion3Pipeline folder (EMA transformer), safetensors only, swap it into --out."""
+        """Write the StableDiffusion3Pipeline folder (EMA transformer, safetensors), swap it into --out."""
         out = Path(self.args.out)
         new, old = out.with_name(out.name + ".new"), out.with_name(out.name + ".old")
         shutil.rmtree(new, ignore_errors=True)
@@ -261,7 +233,8 @@ class FlowTrainer:
                             timestep=t * 1000).sample.float()
         loss = (pred - (eps - x0)).pow(2).mean()
         warm = min(1.0, (self.state["step"] + 1) / 200)
-        for group, base in zip(self.opt.param_groups, (self.args.lr, self.args.lr * self.args.te_lr_scale)):
+        bases = (self.args.lr, self.args.lr * self.args.te_lr_scale)
+        for group, base in zip(self.opt.param_groups, bases, strict=True):
             group["lr"] = base * warm
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -284,7 +257,8 @@ class FlowTrainer:
         self.dit.train()
         self.te1.train()
         self.te2.train()
-        budget, max_steps = self.state["seconds"] + 60 * self.args.minutes, self.state["step"] + self.args.steps
+        budget = self.state["seconds"] + 60 * self.args.minutes
+        max_steps = self.state["step"] + self.args.steps
         start, base_s, last_ckpt, losses = time.time(), self.state["seconds"], time.time(), []
         while self.state["seconds"] < budget and self.state["step"] < max_steps:
             losses.append(self.step())

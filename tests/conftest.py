@@ -6,7 +6,8 @@ are built once per session, offline (tests/tiny_models.py).
 
 Tiers (markers registered in pyproject.toml): a test is `sdxl` when it uses a tiny SDXL
 model, `model` when it renders through a tiny SD model or the built-in one, `multiprocess`
-when it starts processes, `browser` when it drives Chromium; each of these is also `slow`.
+when it starts processes, `browser` when it drives Chromium, `suite` for the parametrized
+every-sampler suite (about 70 s); each of these is also `slow`.
 `make test` runs everything; `pytest -m "not slow"` is the fast tier (samplers on analytic
 models, specs, layout, files, metrics).
 """
@@ -69,11 +70,12 @@ _TIER_FIXTURES = {"sdxl_path": "sdxl", "sdxl_deep_path": "sdxl", "sdxl_single_fi
 _TIER_FILES = {
     "test_browser.py": "browser", "test_browser_page.py": "browser",
     "test_sweep_multiprocess.py": "multiprocess", "test_sweep_resume.py": "multiprocess",
-    "test_builtin.py": "model", "test_ui_runner.py": "model", "test_hardening_faults.py": "model",
+    "test_builtin.py": "model", "test_builtin_flow.py": "model", "test_ui_runner.py": "model",
+    "test_hardening_faults.py": "model",
     "test_hardening_security.py": "model", "test_hardening_api.py": "model", "test_previews.py": "model",
     "test_grid_bench.py": "model", "test_models.py": "model", "test_fidelity_more.py": "model",
     "test_cli.py": "model", "test_app.py": "model", "test_ui_gpu.py": "model",
-    "test_flow_single_file.py": "model",
+    "test_flow_single_file.py": "model", "test_sampler_suite.py": "suite",
 }
 
 

@@ -39,6 +39,13 @@ def offline(monkeypatch):
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
 
 
+def _diffusers_pipe() -> StableDiffusion3Pipeline:
+    """Loaded as diffusers documents SD3 without T5: the absent components passed as None."""
+    return StableDiffusion3Pipeline.from_pretrained(
+        BUILTIN_FLOW_DIR, local_files_only=True, text_encoder_3=None, tokenizer_3=None, image_encoder=None,
+        feature_extractor=None)
+
+
 def test_folder_is_an_sd3_pipeline_without_t5_with_safetensors_only():
     index = json.loads((BUILTIN_FLOW_DIR / "model_index.json").read_text())
     assert index["_class_name"] == "StableDiffusion3Pipeline"
@@ -56,7 +63,7 @@ def test_weights_are_at_most_40_mb():
 
 
 def test_diffusers_loads_it_offline_as_a_64px_flow_model():
-    pipe = StableDiffusion3Pipeline.from_pretrained(BUILTIN_FLOW_DIR, local_files_only=True)
+    pipe = _diffusers_pipe()
     assert pipe.transformer.config.sample_size * pipe.vae_scale_factor == 64
     assert type(pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
     assert pipe.vae.config.shift_factor is not None  # SD3's latent normalisation
@@ -77,7 +84,7 @@ def test_loads_through_the_sd3_path():
 
 def test_the_diffusers_pipeline_and_the_native_euler_cell_draw_the_same_image():
     """The app drives the model as StableDiffusion3Pipeline does: same seed, same default schedule."""
-    pipe = StableDiffusion3Pipeline.from_pretrained(BUILTIN_FLOW_DIR, local_files_only=True)
+    pipe = _diffusers_pipe()
     generator = torch.Generator().manual_seed(4)
     ref = pipe("sunflower", negative_prompt="", num_inference_steps=10, guidance_scale=5.0, height=64,
                width=64, generator=generator).images[0]
@@ -105,3 +112,12 @@ def test_deterministic_samplers_agree_and_ancestral_ones_do_not():
     agree = _rmse(euler, dpm)
     assert agree < 0.03, agree
     assert _rmse(euler, euler_a) > 3 * agree
+
+
+def test_the_app_offers_both_built_in_models_and_keeps_a_given_model_first():
+    import app
+
+    assert app.config_from(app.build_parser().parse_args([])).models == ("builtin", "builtin-flow")
+    given = app.config_from(app.build_parser().parse_args(["--model", "org/sd3", "--public"]))
+    assert given.models == ("org/sd3", "builtin", "builtin-flow") and given.default_model == "org/sd3"
+    assert given.check_model("builtin-flow") == "builtin-flow"  # public pages may use it too

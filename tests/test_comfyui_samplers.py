@@ -241,9 +241,9 @@ def test_bad_options_are_refused_by_name(name, options, what):
 
 
 def test_sa_solver_noise_window_is_comfyuis_default():
-    from samplers.sa_solver import _window
+    from samplers.sa_solver import noise_window
     from samplers.schedules import t_to_sigma, train_sigmas
-    hi, lo = _window(0.2, 0.8)
+    hi, lo = noise_window(samplers.VE, 0.2, 0.8)
     train = train_sigmas().double()
     assert hi == pytest.approx(float(t_to_sigma(0.8 * 999, train)), rel=1e-12)
     assert lo == pytest.approx(float(t_to_sigma(0.2 * 999, train)), rel=1e-12)

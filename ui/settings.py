@@ -246,5 +246,6 @@ def _example(axis: str) -> str:
     return {"cfg": "3, 5, 7.5", "seed": "1, 2, 3", "eta": "0, 0.5, 1", "s_noise": "0.9, 1, 1.1",
             "schedule": "Karras, Exponential", "prompt_sr": "face, cat, dog",
             "negative_prompt": '"", blurry', "size": "512x512, 768x512",
-            "model": "builtin, builtin-flow", "shift": "1, 3, 6", "guidance": "2, 3.5, 5"}.get(axis, "1, 2, 3")
+            "model": "builtin, builtin-flow", "shift": "1, 3, 6",
+            "guidance": "2, 3.5, 5"}.get(axis, "1, 2, 3")
 
