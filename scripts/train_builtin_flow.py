@@ -45,6 +45,7 @@ from diffusers import (
     StableDiffusion3Pipeline,
 )
 from torch import Tensor
+from torch.nn import functional as F
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
@@ -79,6 +80,22 @@ def transformer(layers: int, heads: int, pooled: int, joint: int) -> SD3Transfor
         qk_norm="rms_norm")
 
 
+AUGMENT_SHIFT_PX = 4  # one latent pixel
+
+
+def augmented(pixels: Tensor) -> Tensor:
+    """Every picture mirrored and/or moved by AUGMENT_SHIFT_PX in x and y (white fills the gap):
+    17 variants per picture, variant-major, the picture itself not included."""
+    pad = AUGMENT_SHIFT_PX
+    padded = {flip: F.pad(pixels.flip(-1) if flip else pixels, (pad,) * 4, value=1.0)
+              for flip in (False, True)}
+    size = pixels.shape[-1]
+    out = [padded[flip][..., pad + dy:pad + dy + size, pad + dx:pad + dx + size]
+           for flip in (False, True) for dy in (-pad, 0, pad) for dx in (-pad, 0, pad)
+           if (flip, dy, dx) != (False, 0, 0)]
+    return torch.cat(out)
+
+
 def _device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
@@ -106,6 +123,8 @@ class FlowTrainer:
         ], weight_decay=0.01)
         self.state = {"step": 0, "seconds": 0.0}
         self.latents, self.shift_factor, self.scaling_factor = self.encode_images(pixels)
+        if args.augment:
+            self.latents = torch.cat([self.latents, self.encode_images(augmented(pixels))[0]], dim=1)
         self.ids = self.tokens(self.captions)
         self.empty = self.tokens([""])[0]
 
@@ -220,7 +239,9 @@ class FlowTrainer:
     def step(self) -> float:
         """One flow-matching step: logit-normal t, v = eps - x0 target, 10% empty captions."""
         idx = torch.randint(0, len(self.captions), (self.args.batch,), device=self.dev)
-        mean, std = self.latents[0][idx], self.latents[1][idx]
+        variant = torch.randint(0, self.latents.shape[1] // len(self.captions), idx.shape, device=self.dev)
+        pick = variant * len(self.captions) + idx  # variant 0 is the picture itself
+        mean, std = self.latents[0][pick], self.latents[1][pick]
         x0 = (mean + std * torch.randn_like(std) - self.shift_factor) * self.scaling_factor
         ids = self.ids[idx].clone()
         ids[torch.rand(len(idx), device=self.dev) < self.args.caption_dropout] = self.empty
@@ -291,6 +312,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ema", type=float, default=0.995)
     p.add_argument("--caption-dropout", type=float, default=0.1)
     p.add_argument("--shift", type=float, default=1.0, help="sampling-time shift written to the scheduler")
+    p.add_argument("--augment", action="store_true",
+                   help="also train on mirrored and shifted copies, so a caption has more than one picture "
+                        "and the seed picks among them")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward passes")

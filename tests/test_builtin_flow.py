@@ -106,8 +106,10 @@ def test_cfg_and_shift_change_the_image():
 
 
 def test_deterministic_samplers_agree_and_ancestral_ones_do_not():
-    """The point of the built-in flow model: ODE samplers converge on it, the RF ancestral step does not."""
-    euler, dpm, euler_a = render([cell(sampler=s, steps=40, seed=2, prompt="sunflower")
+    """Issue 16's target at 100 steps: ODE samplers agree (< 0.03), the RF ancestral Euler a differs by
+    more than 3x that. (The model draws nearly one picture per caption, so the ancestral difference
+    is in details: docs/builtin-model.md.)"""
+    euler, dpm, euler_a = render([cell(sampler=s, steps=100, seed=2, prompt="sunflower")
                                   for s in ("Euler", "DPM++ 2M", "Euler a")])
     agree = _rmse(euler, dpm)
     assert agree < 0.03, agree
