@@ -1,6 +1,7 @@
-"""Screenshots of the app for docs/: the default grid at desktop and phone widths, and the
-convergence chart. Serves the app in-process on the built-in model and drives Debian's Chromium
-with Playwright (as tests/test_browser.py does).
+"""Screenshots of the app for docs/: the default grid at desktop and phone widths, the
+convergence chart, and the default grid on the built-in flow model (shift slider shown).
+Serves the app in-process on the built-in models and drives Debian's Chromium with Playwright
+(as tests/test_browser.py does).
 
     .venv/bin/python scripts/screenshots.py --out docs
 """
@@ -43,10 +44,12 @@ def main() -> int:
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            for name, size in (("app-desktop", (1400, 1000)), ("app-phone", (390, 844))):
+            shots = (("app-desktop", (1400, 1000), url), ("app-phone", (390, 844), url),
+                     ("app-builtin-flow", (1400, 1000), f"{url}&model=builtin-flow"))
+            for name, size, address in shots:
                 page = browser.new_page(viewport={"width": size[0], "height": size[1]})
                 page.set_default_timeout(1_200_000)  # a busy 2-core machine: minutes
-                page.goto(url)
+                page.goto(address)
                 page.wait_for_selector(DONE)
                 load_lazy_images(page)
                 page.screenshot(path=str(args.out / f"{name}.png"), full_page=True)
@@ -59,7 +62,8 @@ def main() -> int:
             browser.close()
     finally:
         served.close()
-    print(f"wrote {args.out}/app-desktop.png, app-phone.png, app-convergence.png")
+    print(f"wrote {args.out}/app-desktop.png, app-phone.png, app-convergence.png, "
+          "app-builtin-flow.png")
     return 0
 
 

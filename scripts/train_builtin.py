@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -41,6 +39,7 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prepare_builtin_data import load as load_data  # noqa: E402
+from training import append_loss, swap_in, update_ema  # noqa: E402
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 MAX_TOKENS = 24  # longest caption is 12 tokens with BOS/EOS; SD pipelines pad to this
@@ -194,24 +193,7 @@ class Trainer:
         pipe = StableDiffusionPipeline(
             vae=self.vae, text_encoder=self.te, tokenizer=self.tok, unet=self.ema, scheduler=scheduler(),
             safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-        out = Path(self.args.out)
-        new, old = out.with_name(out.name + ".new"), out.with_name(out.name + ".old")
-        shutil.rmtree(new, ignore_errors=True)
-        pipe.save_pretrained(new, safe_serialization=True)
-        shutil.rmtree(old, ignore_errors=True)
-        if out.exists():
-            out.rename(old)
-        new.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-
-    def log(self, phase: str, step: int, loss: float, seconds: float) -> None:
-        path = self.work / "loss.csv"
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            w = csv.writer(f)
-            if new:
-                w.writerow(["phase", "step", "loss", "seconds", "time"])
-            w.writerow([phase, step, f"{loss:.5f}", f"{seconds:.0f}", time.strftime("%H:%M:%S")])
+        swap_in(Path(self.args.out), lambda folder: pipe.save_pretrained(folder, safe_serialization=True))
 
     # -------------------------------------------------------------- loops
 
@@ -225,7 +207,8 @@ class Trainer:
             self.state[key_step] += 1
             self.state[key_s] = base_s + time.time() - start
             if self.state[key_step] % 20 == 0:
-                self.log(phase, self.state[key_step], sum(losses) / len(losses), self.state[key_s])
+                append_loss(self.work / "loss.csv", phase, self.state[key_step], sum(losses) / len(losses),
+                            self.state[key_s])
                 print(f"{phase} {self.state[key_step]} loss {sum(losses) / len(losses):.4f} "
                       f"{self.state[key_s]:.0f}s", flush=True)
                 losses = []
@@ -285,14 +268,9 @@ class Trainer:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(self.unet.parameters()) + list(self.te.parameters()), 1.0)
         self.opt.step()
-        self.update_ema()
+        update_ema(self.ema, self.unet, self.state["step"], self.args.ema)
         return loss.item()
 
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        decay = min(self.args.ema, (1 + self.state["step"]) / (10 + self.state["step"]))
-        for e, p in zip(self.ema.parameters(), self.unet.parameters(), strict=True):
-            e.lerp_(p, 1 - decay)
 
     def reopen_vae(self) -> None:
         """Go back to the VAE phase; its end re-encodes the latents and resets the scaling factor."""

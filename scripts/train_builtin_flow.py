@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -50,6 +48,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 from prepare_builtin_data import load as load_data  # noqa: E402
+from training import append_loss, swap_in, update_ema  # noqa: E402
 
 from pipeline.zero_tokens import CollapsedZerosAttention  # noqa: E402
 
@@ -189,15 +188,8 @@ class FlowTrainer:
 
     def export(self) -> None:
         """Write the StableDiffusion3Pipeline folder (EMA transformer, safetensors), swap it into --out."""
-        out = Path(self.args.out)
-        new, old = out.with_name(out.name + ".new"), out.with_name(out.name + ".old")
-        shutil.rmtree(new, ignore_errors=True)
-        self.pipeline().save_pretrained(new, safe_serialization=True)
-        shutil.rmtree(old, ignore_errors=True)
-        if out.exists():
-            out.rename(old)
-        new.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
+        pipe = self.pipeline()
+        swap_in(Path(self.args.out), lambda folder: pipe.save_pretrained(folder, safe_serialization=True))
 
     @torch.no_grad()
     def check_encoding(self) -> None:
@@ -227,15 +219,6 @@ class FlowTrainer:
 
     # -------------------------------------------------------------- training
 
-    def log(self, step: int, loss: float, seconds: float) -> None:
-        path = self.work / "loss.csv"
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            w = csv.writer(f)
-            if new:
-                w.writerow(["phase", "step", "loss", "seconds", "time"])
-            w.writerow(["flow", step, f"{loss:.5f}", f"{seconds:.0f}", time.strftime("%H:%M:%S")])
-
     def step(self) -> float:
         """One flow-matching step: logit-normal t, v = eps - x0 target, 10% empty captions."""
         idx = torch.randint(0, len(self.captions), (self.args.batch,), device=self.dev)
@@ -262,14 +245,9 @@ class FlowTrainer:
         params = [p for g in self.opt.param_groups for p in g["params"]]
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         self.opt.step()
-        self.update_ema()
+        update_ema(self.ema, self.dit, self.state["step"], self.args.ema)
         return loss.item()
 
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        decay = min(self.args.ema, (1 + self.state["step"]) / (10 + self.state["step"]))
-        for e, p in zip(self.ema.parameters(), self.dit.parameters(), strict=True):
-            e.lerp_(p, 1 - decay)
 
     def run(self) -> None:
         """Train for this run's minutes (or steps), checkpointing every --checkpoint-minutes."""
@@ -287,7 +265,7 @@ class FlowTrainer:
             self.state["seconds"] = base_s + time.time() - start
             if self.state["step"] % 20 == 0:
                 mean = sum(losses) / len(losses)
-                self.log(self.state["step"], mean, self.state["seconds"])
+                append_loss(self.work / "loss.csv", "flow", self.state["step"], mean, self.state["seconds"])
                 print(f"step {self.state['step']} loss {mean:.4f} {self.state['seconds']:.0f}s", flush=True)
                 losses = []
             if time.time() - last_ckpt > 60 * self.args.checkpoint_minutes:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers import SD3Transformer2DModel
 
-from pipeline.zero_tokens import collapsed, joint_attentions, trailing_zero_tokens
+from pipeline.zero_tokens import CollapsedZerosAttention, collapsed, joint_attentions, trailing_zero_tokens
 
 
 def test_trailing_zero_tokens_counts_the_run_of_all_zero_tokens_at_the_end():
@@ -21,12 +21,15 @@ def test_trailing_zero_tokens_counts_the_run_of_all_zero_tokens_at_the_end():
     assert trailing_zero_tokens(torch.zeros(1, 5, 3)) == 5
 
 
+SD35 = {"qk_norm": "rms_norm", "dual_attention_layers": (0, 1)}  # SD3.5's extra image-only attention
+
+
 def _transformer(sd35: bool) -> SD3Transformer2DModel:
     torch.manual_seed(0)
     return SD3Transformer2DModel(
         sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=3, attention_head_dim=8,
         num_attention_heads=4, joint_attention_dim=24, caption_projection_dim=32, pooled_projection_dim=16,
-        pos_embed_max_size=8, **({"qk_norm": "rms_norm", "dual_attention_layers": (0, 1)} if sd35 else {})).eval()
+        pos_embed_max_size=8, **(SD35 if sd35 else {})).eval()
 
 
 @pytest.mark.parametrize("sd35", [False, True])
@@ -50,6 +53,6 @@ def test_the_processors_are_restored_even_when_the_call_fails():
     model = _transformer(False)
     before = [layer.processor for layer in joint_attentions(model)]
     with pytest.raises(RuntimeError), collapsed(model, 4):
-        assert all(type(layer.processor).__name__ == "CollapsedZerosAttention" for layer in joint_attentions(model))
+        assert all(isinstance(layer.processor, CollapsedZerosAttention) for layer in joint_attentions(model))
         raise RuntimeError("the transformer failed")
     assert [layer.processor for layer in joint_attentions(model)] == before
