@@ -73,10 +73,11 @@ def build(class_name: str, preset: dict[str, Any], overrides: dict[str, Any],
     source = scheduler_config or (FLOW_SCHEDULER_CONFIG if flow else SD_SCHEDULER_CONFIG)
     # Keys the model's scheduler only took as its own defaults (absent from its config file, e.g.
     # SD 1.5's timestep_spacing) are dropped, as diffusers' from_config drops them: the new class
-    # then uses its own defaults, which is what a diffusers pipeline user gets.
+    # then uses its own defaults, which is what a diffusers pipeline user gets. Keys the new class
+    # has no setting for (a flow model's shift for UniPC) are dropped here too, as from_config
+    # would, but without its console warning for each cell.
     defaulted = set(source.get("_use_default_values", ()))
-    config = {k: v for k, v in source.items()
-              if not k.startswith("_") and k not in _FIXED and k not in defaulted}
+    config = {k: v for k, v in source.items() if k in keys and k not in defaulted}
     if flow and shift is not None:
         # one fixed shift: a Flux model's dynamic one is exp(mu) for the cell's size already
         config.update({"shift": shift} if class_name in FLOW_ONLY else {"flow_shift": shift})
