@@ -123,7 +123,7 @@ def _controls(config: AppConfig, d: Settings, groups: dict[str, list[str]]) -> d
                                   info="fills in samplers, steps and schedule")
         c["from_png"] = gr.File(label="Start from an image: drop an A1111 or ComfyUI PNG to fill in its "
                                       "settings for a grid around it",
-                                file_types=[".png", ".jpg", ".jpeg", ".webp"], type="filepath", height=90,
+                                file_types=[".png", ".jpg", ".jpeg", ".webp"], type="filepath", height=140,
                                 elem_id="sg-from-png")
         with gr.Row(elem_classes="sg-samplers"):
             for group in GROUPS[:-1]:
