@@ -131,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse a grid with more cells (default: %(default)s; raise it for sweeps)")
     g.add_argument("--max-model-calls", type=int, default=grids.Limits().max_model_calls,
                    help="refuse a grid needing more model calls (default: %(default)s)")
+    g.add_argument("--config", type=Path, default=None, metavar="DIR",
+                   help="for a single .safetensors --model: the diffusers folder of the same model that "
+                        "gives the parts the file lacks (text encoders, VAE, configs); default: the "
+                        "model's repo in the Hugging Face cache")
     g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     g.add_argument("--dtype", default=None, help="float32, float16 or bfloat16")
     g.add_argument("--formats", type=_formats, default=("png",), metavar="png,jpeg,webp",
@@ -289,6 +293,16 @@ def _stop_on_ctrl_c() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
 
 
+def _config_folder(config: Path | None) -> Path | None:
+    """--config, checked: a diffusers folder (model_index.json), or UsageError saying what it is."""
+    if config is None:
+        return None
+    if not (config / "model_index.json").is_file():
+        raise UsageError(f"--config {config} is not a diffusers model folder (no model_index.json): give "
+                         "the folder of the same model the .safetensors file is, e.g. a downloaded hub repo")
+    return config
+
+
 def sweep_options(args: argparse.Namespace) -> SweepOptions:
     """The flags as SweepOptions (checked: bad values raise UsageError)."""
     if args.chunk < 1:
@@ -304,7 +318,8 @@ def sweep_options(args: argparse.Namespace) -> SweepOptions:
     layout = LayoutOptions(margin=args.margin, legend=not args.no_legend, max_megapixels=args.max_megapixels,
                            overlay=args.overlay)
     return SweepOptions(out=args.out, folder=folder, layout=layout, limits=limits, max_batch=args.max_batch,
-                        chunk=args.chunk, resume=not args.fresh, device=args.device, dtype=args.dtype)
+                        chunk=args.chunk, resume=not args.fresh, device=args.device, dtype=args.dtype,
+                        config=_config_folder(args.config))
 
 
 def run_grid(args: argparse.Namespace) -> int:

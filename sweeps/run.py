@@ -60,6 +60,7 @@ class SweepOptions:
     resume: bool = True
     device: str | None = None
     dtype: str | None = None
+    config: Path | None = None  # a single-file checkpoint's diffusers config folder (load_model's config)
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,8 @@ class Sweep:
         """The model `name` on this process's device (the engine loads a model axis's others)."""
         from pipeline.models import load_model  # the engine's imports take seconds: not for --help
 
-        return load_model(name, device=self.processes.device, dtype=self.options.dtype)
+        return load_model(name, device=self.processes.device, dtype=self.options.dtype,
+                          config=self.options.config)
 
     def plan(self) -> None:
         """Resolve, load, check (bad input raises here, before anything is written), prepare."""

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import FluxPipeline, StableDiffusion3Pipeline
+from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from pipeline.models import ModelLoadError, load_model
@@ -233,3 +234,27 @@ def test_sd3_kinds_pick_their_own_config_repo():
     assert kind(pos_embed=torch.empty(1, 384 * 384, 1536, device="meta")) == "sd35_medium"
     assert kind(**{"joint_blocks.37.x_block.mlp.fc1.weight": torch.empty(1, device="meta")}) == "sd35_large"
     assert all(k in DIFFUSERS_DEFAULT_PIPELINE_PATHS for k in ("sd3", "sd35_medium", "sd35_large"))
+
+
+def test_the_cli_loads_a_flux_transformer_file_with_its_config_folder(tiny_dir, tmp_path, capsys):
+    """`cli.py grid --model FILE --config DIR`: offline, a transformer-only file takes the other
+    parts from the folder and draws the folder's image; a --config that is no model folder is a
+    one-line usage error."""
+    import json
+
+    import cli
+
+    path, folder = flux_single_file(tiny_dir), tiny_flux(tiny_dir)
+    base = ["grid", "--prompt", "a red cat", "--seed", "3", "--cfg", "1", "--sampler", "Euler",
+            "--steps", "4", "--width", "32", "--height", "32", "--x", "none", "--y", "none", "--quiet"]
+    assert cli.main([*base, "--model", str(path), "--config", str(folder), "--out", str(tmp_path / "f")]) == 0
+    assert cli.main([*base, "--model", str(folder), "--out", str(tmp_path / "d")]) == 0
+    cells = [json.loads((tmp_path / o / "manifest.json").read_text())["cells"][0] for o in ("f", "d")]
+    images = [np.asarray(Image.open(tmp_path / o / c["file"]), np.float64)
+              for o, c in zip("fd", cells, strict=True)]
+    assert np.abs(images[0] - images[1]).mean() / 255 < 1e-4
+    capsys.readouterr()
+    not_a_model = ["--model", str(path), "--config", str(tmp_path), "--out", str(tmp_path / "x")]
+    assert cli.main([*base, *not_a_model]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--config" in err[0] and "model_index.json" in err[0], err
