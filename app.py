@@ -2,8 +2,8 @@
 
 Options: --host, --port, --share (a public gradio.live link), --model (a model to offer;
 repeat it; the first is the default; the built-in models "builtin" and "builtin-flow" are always
-offered), --public (the mode for pages strangers use; on by default on a Hugging Face Space).
-See README.md.
+offered), --config (a single .safetensors model's diffusers folder), --public (the mode for
+pages strangers use; on by default on a Hugging Face Space). See README.md.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ui.config import BUILTIN, BUILTIN_FLOW, AppConfig, on_space
 
@@ -29,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="public mode: only the listed models, safetensors only, smaller grids, bounded "
                         "queue (default on a Hugging Face Space)")
     p.add_argument("--local", dest="public", action="store_false", help="turn public mode off on a Space")
+    p.add_argument("--config", type=Path, default=None, metavar="DIR",
+                   help="for a single .safetensors model: the diffusers folder of the same model that gives "
+                        "the parts the file lacks (default: the model's repo in the Hugging Face cache)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 (default: float16 on CUDA)")
     p.add_argument("--max-batch", type=int, default=None, help="model rows per batched call")
@@ -39,9 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from(args: argparse.Namespace) -> AppConfig:
+    if args.config is not None and not (args.config / "model_index.json").is_file():
+        raise SystemExit(f"app.py: --config {args.config} is not a diffusers model folder "
+                         "(no model_index.json)")
     public = on_space() if args.public is None else args.public
     models = tuple(dict.fromkeys([*args.model, BUILTIN, BUILTIN_FLOW]))
     return AppConfig(public=public, models=models, device=args.device, dtype=args.dtype,
+                     config_folder=args.config,
                      allow_pickle=args.allow_pickle and not public, max_batch=args.max_batch,
                      queue_size=args.queue_size)
 

@@ -258,3 +258,18 @@ def test_the_cli_loads_a_flux_transformer_file_with_its_config_folder(tiny_dir, 
     assert cli.main([*base, *not_a_model]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--config" in err[0] and "model_index.json" in err[0], err
+
+
+def test_the_app_loads_a_flux_transformer_file_with_its_config_folder(tiny_dir, tmp_path):
+    """`app.py --model FILE --config DIR`: the model holder loads the file with that folder; a
+    --config that is no model folder stops the app with one line."""
+    import app
+    from ui.models import ModelHolder
+
+    path, folder = flux_single_file(tiny_dir), tiny_flux(tiny_dir)
+    config = app.config_from(app.build_parser().parse_args(["--model", str(path), "--config", str(folder)]))
+    assert config.config_folder == folder
+    model = ModelHolder(config).load(str(path))
+    assert model.family == "flux" and model.path == path
+    with pytest.raises(SystemExit, match="not a diffusers model folder"):
+        app.config_from(app.build_parser().parse_args(["--config", str(tmp_path)]))

@@ -47,6 +47,7 @@ class AppConfig:
     models: tuple[str, ...] = (BUILTIN, BUILTIN_FLOW)
     device: str | None = None
     dtype: str | None = None
+    config_folder: Path | None = None  # a single-file model's diffusers folder (load_model's config)
     allow_pickle: bool = False
     max_batch: int | None = None
     queue_size: int = 16

@@ -46,7 +46,8 @@ class ModelHolder:
                 from pipeline.models import load_model
 
                 model = load_model(name, device=self.config.device, dtype=self.config.dtype,
-                                   allow_pickle=self.config.allow_pickle and not self.config.public)
+                                   allow_pickle=self.config.allow_pickle and not self.config.public,
+                                   config=self.config.config_folder)
             except ValueError as err:
                 self._error = str(err)
                 self._state = "load failed"
