@@ -151,7 +151,7 @@ def _controls(config: AppConfig, d: Settings, groups: dict[str, list[str]]) -> d
         with gr.Row():
             c["s_noise"] = gr.Slider(0, 2, d.s_noise, step=0.01, label="Sigma noise (s_noise)")
         with gr.Row():  # flow models only (SD3, Flux): shown once such a model is loaded
-            c["shift"] = gr.Slider(0, 10, d.shift, step=0.05, visible=False,
+            c["shift"] = gr.Slider(0, 10, d.shift, step=0.025, visible=False,
                                    label="Shift (flow models; 0 = the model's own)")
             c["guidance"] = gr.Slider(0, 10, d.guidance, step=0.1, visible=False,
                                       label="Distilled CFG Scale (Flux dev; 0 = 3.5)")
