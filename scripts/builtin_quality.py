@@ -39,9 +39,10 @@ GRID_STEPS = [5, 10, 20, 40]
 
 
 def cell(prompt: str, sampler: str = "DPM++ 2M", schedule: str = "Karras", steps: int = 30,
-         cfg: float = 5.0, seed: int = 0, model: str = "builtin") -> CellSpec:
+         cfg: float = 5.0, seed: int = 0, model: str = "builtin", shift: float | None = None) -> CellSpec:
     return CellSpec(model=model, prompt=prompt, negative_prompt="", width=None, height=None, seed=seed,
-                    sampler=sampler, sampler_options=(), schedule=schedule, steps=steps, cfg=cfg)
+                    sampler=sampler, sampler_options=(), schedule=schedule, steps=steps, cfg=cfg,
+                    shift=shift)
 
 
 def pixels(results) -> np.ndarray:

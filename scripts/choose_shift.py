@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from core.cells import CellSpec  # noqa: E402
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+from builtin_quality import cell, pixels, rmse  # noqa: E402
+
 from pipeline.render import render  # noqa: E402
 
 SHIFTS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
@@ -32,22 +33,10 @@ PROMPTS = (("sunflower", 5), ("grinning face", 1), ("penguin", 2), ("hot beverag
            ("heavy black heart", 4), ("monkey face", 6))
 
 
-def _cell(model: str, sampler: str, steps: int, shift: float, prompt: str, seed: int) -> CellSpec:
-    return CellSpec(model=model, prompt=prompt, negative_prompt="", width=None, height=None, seed=seed,
-                    sampler=sampler, sampler_options=(), schedule="Automatic", steps=steps, cfg=5.0,
-                    shift=shift)
-
-
-def _images(cells: list[CellSpec]) -> np.ndarray:
-    out = []
-    for r in render(cells):
-        assert r.ok, r.error
-        out.append(np.asarray(r.image, dtype=np.float32) / 255)
-    return np.stack(out)
-
-
-def _rmse(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.sqrt(((a - b) ** 2).mean(axis=(1, 2, 3))).mean())
+def _images(model: str, sampler: str, steps: int, shift: float) -> np.ndarray:
+    """The PROMPTS' images at these settings, floats in [0, 1], (N, H, W, 3)."""
+    return pixels(render([cell(t, sampler, "Automatic", steps, seed=s, model=model, shift=shift)
+                          for t, s in PROMPTS]))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,17 +46,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--shifts", type=float, nargs="+", default=list(SHIFTS))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    ref = _images([_cell(args.model, "DPM++ 2M", 200, 1.0, t, s) for t, s in PROMPTS])
-    ref3 = _images([_cell(args.model, "DPM++ 2M", 200, 3.0, t, s) for t, s in PROMPTS])
-    print(f"REF_CHECK: 200-step DPM++ 2M, shift 1 vs shift 3: RMSE {_rmse(ref, ref3):.4f}")
+    ref = _images(args.model, "DPM++ 2M", 200, 1.0)
+    ref3 = _images(args.model, "DPM++ 2M", 200, 3.0)
+    print(f"REF_CHECK: 200-step DPM++ 2M, shift 1 vs shift 3: RMSE {rmse(ref, ref3):.4f}")
     head = " | ".join(f"{s} {n}" for s in SAMPLERS for n in STEPS)
     print(f"| shift | {head} |\n|---|" + "---|" * (len(SAMPLERS) * len(STEPS)))
     for shift in args.shifts:
         row = []
         for sampler in SAMPLERS:
             for n in STEPS:
-                images = _images([_cell(args.model, sampler, n, shift, t, s) for t, s in PROMPTS])
-                row.append(f"{_rmse(images, ref):.4f}")
+                row.append(f"{rmse(_images(args.model, sampler, n, shift), ref):.4f}")
         print(f"| {shift:g} | " + " | ".join(row) + " |", flush=True)
 
 

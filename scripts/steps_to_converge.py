@@ -18,11 +18,11 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from core.cells import CellSpec  # noqa: E402
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+from builtin_quality import cell, pixels, rmse  # noqa: E402
+
 from pipeline.render import render  # noqa: E402
 from report.metrics import PIXEL_THRESHOLD  # noqa: E402
 
@@ -33,26 +33,13 @@ REFERENCE_STEPS = 200
 PROMPTS = (("sunflower", 5), ("grinning face", 1), ("penguin", 2), ("hot beverage", 3))
 
 
-def _cell(model: str, sampler: str, steps: int, prompt: str, seed: int) -> CellSpec:
-    return CellSpec(model=model, prompt=prompt, negative_prompt="", width=None, height=None, seed=seed,
-                    sampler=sampler, sampler_options=(), schedule="Automatic", steps=steps, cfg=5.0)
-
-
-def _pixels(result) -> np.ndarray:
-    assert result.ok, result.error
-    return np.asarray(result.image, dtype=np.float32) / 255
-
-
 def distances(model: str, sampler: str) -> dict[int, float]:
     """Mean pixel RMSE to the sampler's own REFERENCE_STEPS image, per ladder step count."""
-    cells = [_cell(model, sampler, n, p, s) for p, s in PROMPTS for n in (*LADDER, REFERENCE_STEPS)]
-    images = [_pixels(r) for r in render(cells)]
-    per = len(LADDER) + 1
-    out = {}
-    for k, n in enumerate(LADDER):
-        out[n] = float(np.mean([np.sqrt(((images[j * per + k] - images[j * per + per - 1]) ** 2).mean())
-                                for j in range(len(PROMPTS))]))
-    return out
+    ladder = (*LADDER, REFERENCE_STEPS)
+    cells = [cell(p, sampler, "Automatic", n, seed=s, model=model) for p, s in PROMPTS for n in ladder]
+    images = pixels(render(cells))
+    images = images.reshape(len(PROMPTS), len(ladder), *images.shape[1:])
+    return {n: rmse(images[:, k], images[:, -1]) for k, n in enumerate(LADDER)}
 
 
 def converged_at(dist: dict[int, float], threshold: float = PIXEL_THRESHOLD) -> int | None:
