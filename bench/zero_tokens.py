@@ -23,16 +23,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.cells import CellSpec  # noqa: E402
-from grids import defaults  # noqa: E402
+from grids.spec import expand  # noqa: E402
 from pipeline import flow_denoiser  # noqa: E402
 from pipeline.render import render  # noqa: E402
+from ui.settings import Settings  # noqa: E402
 
 
 def grid() -> list[CellSpec]:
-    steps = [int(n) for n in defaults.STEPS.split(",")]
-    return [CellSpec(model="builtin-flow", prompt=defaults.PROMPT, negative_prompt="", width=None,
-                     height=None, seed=defaults.SEED, sampler=s, sampler_options=(), schedule="Automatic",
-                     steps=n, cfg=defaults.CFG) for s in defaults.SAMPLERS for n in steps]
+    """The app's default grid (ui.settings.Settings, grids.defaults) on builtin-flow."""
+    return [c.spec for c in expand(Settings(model="builtin-flow").to_spec())]
 
 
 def timed(cells: list[CellSpec], collapse: bool) -> tuple[float, list]:
