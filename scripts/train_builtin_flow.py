@@ -122,6 +122,8 @@ class FlowTrainer:
         ], weight_decay=0.01)
         self.state = {"step": 0, "seconds": 0.0}
         self.latents, self.shift_factor, self.scaling_factor = self.encode_images(pixels)
+        # SD3's latent normalisation, in the exported VAE's config (encoding does not read it)
+        self.vae.register_to_config(shift_factor=self.shift_factor, scaling_factor=self.scaling_factor)
         if args.augment:
             self.latents = torch.cat([self.latents, self.encode_images(augmented(pixels))[0]], dim=1)
         self.ids = self.tokens(self.captions)
@@ -179,10 +181,9 @@ class FlowTrainer:
         self.state = blob["state"]
 
     def pipeline(self) -> StableDiffusion3Pipeline:
-        vae = copy.deepcopy(self.vae)
-        vae.register_to_config(shift_factor=self.shift_factor, scaling_factor=self.scaling_factor)
         return StableDiffusion3Pipeline(
-            transformer=self.ema, scheduler=FlowMatchEulerDiscreteScheduler(shift=self.args.shift), vae=vae,
+            transformer=self.ema, scheduler=FlowMatchEulerDiscreteScheduler(shift=self.args.shift),
+            vae=self.vae,
             text_encoder=self.te1, tokenizer=self.tok, text_encoder_2=self.te2, tokenizer_2=self.tok,
             text_encoder_3=None, tokenizer_3=None)
 
