@@ -14,7 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ui.config import BUILTIN, BUILTIN_FLOW, AppConfig, on_space
+from core.cells import BUILTIN_MODELS
+from ui.config import AppConfig, on_space
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +48,7 @@ def config_from(args: argparse.Namespace) -> AppConfig:
         raise SystemExit(f"app.py: --config {args.config} is not a diffusers model folder "
                          "(no model_index.json)")
     public = on_space() if args.public is None else args.public
-    models = tuple(dict.fromkeys([*args.model, BUILTIN, BUILTIN_FLOW]))
+    models = tuple(dict.fromkeys([*args.model, *BUILTIN_MODELS]))
     return AppConfig(public=public, models=models, device=args.device, dtype=args.dtype,
                      config_folder=args.config,
                      allow_pickle=args.allow_pickle and not public, max_batch=args.max_batch,

@@ -73,6 +73,11 @@ class Cell:
     labels: tuple[str | None, str | None, str | None]
 
 
+# The models that ship with the app, by the name the user types; each is the folder assets/<name>
+# (docs/builtin-model.md): Stable Diffusion 1.x-style, then SD3-style rectified flow.
+BUILTIN_MODELS: tuple[str, ...] = ("builtin", "builtin-flow")
+
+
 class ModelLabel(Protocol):
     """The model a grid or a cell ran on, as the output side names it (pipeline.models.LoadedModel
     has these): its name, A1111's short hash, its family ("sd1", "sd2", "sdxl", ...) and size."""

@@ -28,6 +28,7 @@ from diffusers import (
 )
 from torch import Tensor
 
+from core.cells import BUILTIN_MODELS
 from pipeline.flow_checkpoints import FlowCheckpointError
 from pipeline.flow_models import FLOW_PIPELINES, WORKS, FlowFamilyError, checkpoint_family
 from pipeline.flow_single_file import load_flow_single_file
@@ -35,8 +36,6 @@ from pipeline.flow_single_file import load_flow_single_file
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 BUILTIN_DIR = ASSETS / "builtin"
 BUILTIN_FLOW_DIR = ASSETS / "builtin-flow"
-# The models that ship with the app, by the name the user types (docs/builtin-model.md).
-BUILTIN_MODELS = {"builtin": BUILTIN_DIR, "builtin-flow": BUILTIN_FLOW_DIR}
 PIPELINES: dict[str, type] = {
     "StableDiffusionPipeline": StableDiffusionPipeline,
     "StableDiffusionXLPipeline": StableDiffusionXLPipeline,
@@ -76,7 +75,7 @@ def resolve(name: str, config: str | Path | None) -> Source:
     name = name.strip()
     cfg = None if config is None else str(Path(config).expanduser().resolve())
     if name in BUILTIN_MODELS:
-        path = BUILTIN_MODELS[name]
+        path = ASSETS / name
         if not path.exists():
             raise ModelLoadError(
                 f"the built-in model {name!r} is not installed (expected at {path}); "

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import samplers
-from core.cells import CellSpec
+from core.cells import BUILTIN_MODELS, CellSpec
 from report import infotext
 from samplers import diffusers_adapter
 from samplers.plan import cell_schedule, schedule_type, shown_schedule
@@ -226,7 +226,7 @@ def _summary(cell: CellSpec) -> str:
 def _loader(model_name: str, family: str | None) -> tuple[str, list[str]]:
     """The pipeline class to import and the lines that load the model into `pipe`."""
     note = []
-    if model_name in ("builtin", "builtin-flow"):
+    if model_name in BUILTIN_MODELS:
         model_name = f"assets/{model_name}"
         note = [f"# The built-in model: the {model_name} folder of the Sampler Grid repository."]
     single = model_name.lower().endswith(_SINGLE_FILE)

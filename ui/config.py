@@ -14,10 +14,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.cells import BUILTIN_MODELS
 from core.limits import GridTooLargeError, Limits, SpecError
 
-BUILTIN = "builtin"
-BUILTIN_FLOW = "builtin-flow"  # the SD3-layout flow model (docs/builtin-model.md)
 LOCAL_LIMITS = Limits(max_cells=400, max_model_calls=200_000, max_megapixels=200.0)
 PUBLIC_LIMITS = Limits(max_cells=64, max_model_calls=8_000, max_megapixels=40.0)
 MAX_PROMPT_CHARS = 2000  # what the page's prompt boxes take; CLIP reads only the first 77 tokens
@@ -44,7 +43,7 @@ class AppConfig:
     """Everything the page and the runner need to know about this deployment."""
 
     public: bool = False
-    models: tuple[str, ...] = (BUILTIN, BUILTIN_FLOW)
+    models: tuple[str, ...] = BUILTIN_MODELS
     device: str | None = None
     dtype: str | None = None
     config_folder: Path | None = None  # a single-file model's diffusers folder (load_model's config)
